@@ -1,0 +1,1 @@
+"""Triton kernels of pyseg_noise (installed as ``pyseg_noise.kernels``)."""

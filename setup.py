@@ -1,0 +1,103 @@
+"""Build pyseg_noise and its C++ extension against the torch that is installed.
+
+Install with ``pip install --no-build-isolation .`` (or ``-e .``): build isolation
+would make pip fetch a fresh torch (a multi-GB CUDA build) and compile the
+extension against it, which then fails to load beside the torch you run.
+
+Environment:
+    PYSEG_NOISE_CPU_CAPABILITY  ``avx2`` | ``default``. The CPU kernels use
+        ``at::vec::Vectorized``; by default they are compiled for AVX2+FMA when
+        the build machine has it (like ``-march=native``: the build runs where
+        the package is used). Set ``default`` for a portable build.
+    PYSEG_NOISE_NO_EXTENSION=1  skip the extension (pure-Python install; ops
+        fall back to the eager reference with a warning).
+    PYSEG_NOISE_DEBUG=1  -O0 -g, for sanitizer builds.
+"""
+import glob
+import os
+import platform
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError as exc:  # pragma: no cover - build-time message
+    raise SystemExit(
+        "pyseg_noise builds its C++ extension against the installed torch, but torch is not "
+        "importable. Install torch first (e.g. `pip install torch==2.13.0`), then run "
+        "`pip install --no-build-isolation .`"
+    ) from exc
+
+
+def _cpu_capability():
+    choice = os.environ.get("PYSEG_NOISE_CPU_CAPABILITY", "").lower()
+    if choice in ("avx2", "default"):
+        return choice
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        try:
+            if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+                return "avx2"
+        except Exception:
+            pass
+    return "default"
+
+
+def _extensions():
+    if os.environ.get("PYSEG_NOISE_NO_EXTENSION") == "1":
+        return []
+    debug = os.environ.get("PYSEG_NOISE_DEBUG") == "1"
+    cxx = ["-std=c++17", "-fopenmp", "-g0" if not debug else "-g"]
+    cxx += ["-O0"] if debug else ["-O3"]
+    if _cpu_capability() == "avx2":
+        cxx += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    else:
+        cxx += ["-DCPU_CAPABILITY=DEFAULT"]
+    extra_link = ["-fopenmp"]
+    if os.environ.get("PYSEG_NOISE_SANITIZE") == "1":
+        cxx += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+        extra_link += ["-fsanitize=address,undefined"]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    return [
+        CppExtension(
+            "pyseg_noise._C",
+            sources,
+            include_dirs=[os.path.abspath("csrc")],
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=extra_link,
+            py_limited_api=False,
+        )
+    ]
+
+
+packages = find_packages(include=["pyseg_noise", "pyseg_noise.*"])
+packages.append("pyseg_noise.kernels")
+
+setup(
+    name="pyseg-noise",
+    version="0.1.0",
+    description="Fused CPU/Triton ops and training loops for 3D segmentation with noisy labels (PINT, TSMAN)",
+    packages=packages,
+    # The Triton kernels live in the top-level kernels/ folder but install as
+    # pyseg_noise.kernels: a top-level `kernels` module would collide with PyPI's.
+    package_dir={"pyseg_noise.kernels": "kernels"},
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.4",
+        "numpy",
+        "scipy",
+        "nibabel",
+        "h5py",
+        "tqdm",
+        "matplotlib",
+        "pyyaml",
+    ],
+    extras_require={
+        "triton": ["triton>=3.0"],
+        "test": ["pytest", "pytest-xdist", "pytest-benchmark", "hypothesis", "medpy"],
+    },
+    entry_points={"console_scripts": ["pyseg-noise=pyseg_noise.cli:main"]},
+    zip_safe=False,
+)
