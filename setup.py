@@ -50,7 +50,7 @@ def _extensions():
     cxx = ["-std=c++17", "-fopenmp", "-g0" if not debug else "-g"]
     cxx += ["-O0"] if debug else ["-O3"]
     if _cpu_capability() == "avx2":
-        cxx += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+        cxx += ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
     else:
         cxx += ["-DCPU_CAPABILITY=DEFAULT"]
     extra_link = ["-fopenmp"]

@@ -1,0 +1,250 @@
+// Shared machinery of the CPU kernels: the voxel axis is cut into fixed blocks
+// of kBlock voxels of one batch item; each block is gathered into small
+// per-class buffers in the math type (float, or double for float64 input) and
+// processed with at::vec::Vectorized, so the class loop (C is 2..8 in practice)
+// stays short and the voxel loop is SIMD. Blocks are grouped into fixed-size
+// chunks whose partial sums are reduced in a fixed order: results do not
+// depend on the number of threads.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace pyseg_noise {
+namespace cpu {
+
+constexpr int64_t kBlock = 256;         // voxels per block (a multiple of every SIMD width)
+constexpr int64_t kBlocksPerChunk = 32; // blocks per reduction chunk (8192 voxels)
+
+enum class Reduction { None, Mean, Sum };
+
+inline Reduction parse_reduction(const char* op, c10::string_view r) {
+  if (r == "mean") return Reduction::Mean;
+  if (r == "sum") return Reduction::Sum;
+  if (r == "none") return Reduction::None;
+  TORCH_CHECK_VALUE(false, op, ": reduction must be 'mean', 'sum' or 'none', got '", std::string(r), "'");
+}
+
+// Geometry of a [B, C, *S] tensor made contiguous: N voxels per item.
+struct Geometry {
+  int64_t B = 0, C = 0, N = 0;
+  int64_t blocks_per_item = 0, chunks_per_item = 0;
+  int64_t n_chunks() const { return B * chunks_per_item; }
+};
+
+inline Geometry geometry_of(const at::Tensor& logits) {
+  Geometry g;
+  g.B = logits.size(0);
+  g.C = logits.size(1);
+  g.N = logits.numel() / std::max<int64_t>(1, g.B * g.C);
+  g.blocks_per_item = (g.N + kBlock - 1) / kBlock;
+  g.chunks_per_item = (g.blocks_per_item + kBlocksPerChunk - 1) / kBlocksPerChunk;
+  return g;
+}
+
+// Slicing of the spatial axes for the image-level ops: voxel n of an item lies
+// in slice (n / inner) % n_slices. 2D input (two spatial axes) is one slice.
+struct Slicing {
+  int64_t n_slices = 1, inner = 1;
+};
+
+inline Slicing slicing_of(at::IntArrayRef spatial, int64_t slice_dim, const char* op) {
+  Slicing s;
+  const int64_t nd = static_cast<int64_t>(spatial.size());
+  if (nd <= 2) {
+    s.n_slices = 1;
+    s.inner = 1;
+    for (auto v : spatial) s.inner *= v;
+    return s;
+  }
+  TORCH_CHECK(slice_dim >= -nd && slice_dim < nd, op, ": slice_dim must index one of the ", nd,
+              " spatial axes (", -nd, "..", nd - 1, "), got ", slice_dim);
+  const int64_t d = slice_dim < 0 ? slice_dim + nd : slice_dim;
+  s.n_slices = spatial[d];
+  for (int64_t k = d + 1; k < nd; ++k) s.inner *= spatial[k];
+  return s;
+}
+
+// Walks the slice index of consecutive voxels without a division per voxel.
+struct SliceCursor {
+  int64_t inner, n_slices, r, slice;
+  SliceCursor(const Slicing& s, int64_t n0)
+      : inner(s.inner), n_slices(s.n_slices), r(n0 % s.inner), slice((n0 / s.inner) % s.n_slices) {}
+  inline void next() {
+    if (++r == inner) {
+      r = 0;
+      if (++slice == n_slices) slice = 0;
+    }
+  }
+};
+
+// Reads target values of any integer (or bool) dtype into int64, recording
+// the first value outside [0, C) instead of throwing inside a parallel region.
+struct TargetReader {
+  const void* ptr;
+  at::ScalarType type;
+  int64_t C;
+  std::atomic<bool>* bad;
+  std::atomic<int64_t>* bad_value;
+
+  template <typename I>
+  inline void load_as(const I* p, int64_t off, int64_t cnt, int64_t* t) const {
+    bool ok = true;
+    int64_t badv = 0;
+    for (int64_t j = 0; j < cnt; ++j) {
+      const int64_t v = static_cast<int64_t>(p[off + j]);
+      const bool in = v >= 0 && v < C;
+      if (!in) { ok = false; badv = v; }
+      t[j] = in ? v : 0;
+    }
+    if (!ok && !bad->exchange(true)) bad_value->store(badv);
+  }
+
+  inline void load(int64_t off, int64_t cnt, int64_t* t) const {
+    switch (type) {
+      case at::kByte: load_as(static_cast<const uint8_t*>(ptr), off, cnt, t); break;
+      case at::kBool: load_as(static_cast<const bool*>(ptr), off, cnt, t); break;
+      case at::kChar: load_as(static_cast<const int8_t*>(ptr), off, cnt, t); break;
+      case at::kShort: load_as(static_cast<const int16_t*>(ptr), off, cnt, t); break;
+      case at::kInt: load_as(static_cast<const int32_t*>(ptr), off, cnt, t); break;
+      case at::kLong: load_as(static_cast<const int64_t*>(ptr), off, cnt, t); break;
+      default: TORCH_INTERNAL_ASSERT(false, "unsupported target dtype");
+    }
+  }
+};
+
+struct TargetCheck {
+  std::atomic<bool> bad{false};
+  std::atomic<int64_t> bad_value{0};
+  TargetReader reader(const at::Tensor& target, int64_t C) {
+    return TargetReader{target.data_ptr(), target.scalar_type(), C, &bad, &bad_value};
+  }
+  void raise_if_bad(const char* op, int64_t C) const {
+    TORCH_CHECK_VALUE(!bad.load(), op, ": target has value ", bad_value.load(), " but logits have C=", C,
+                      " classes (valid labels are 0..", C - 1, ")");
+  }
+};
+
+inline void check_target_dtype(const char* op, const at::Tensor& target) {
+  const auto t = target.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kByte || t == at::kBool || t == at::kChar || t == at::kShort || t == at::kInt ||
+                       t == at::kLong,
+                   op, ": target must be an integer tensor of class indices, got dtype ", t);
+}
+
+// Per-class buffers of one block in the math type T.
+template <typename T>
+struct BlockBuffers {
+  int64_t C;
+  std::vector<T> storage;
+  T *x, *p, *s, *a, *b, *c, *d, *tf;
+  std::vector<int64_t> t;
+  explicit BlockBuffers(int64_t C_) : C(C_), storage((3 * C_ + 5) * kBlock), t(kBlock) {
+    T* q = storage.data();
+    x = q; q += C * kBlock;   // logits
+    p = q; q += C * kBlock;   // teacher probabilities
+    s = q; q += C * kBlock;   // softmax
+    a = q; q += kBlock;       // per-voxel scratch
+    b = q; q += kBlock;
+    c = q; q += kBlock;
+    d = q; q += kBlock;
+    tf = q;                   // target as T (for vector compares)
+  }
+};
+
+// Gathers `cnt` voxels starting at n0 of channel-planar data (plane stride N)
+// into buf[c * kBlock + j]; pads the rest of the block with `pad`.
+template <typename scalar_t, typename T>
+inline void gather_planes(const scalar_t* base, int64_t C, int64_t N, int64_t n0, int64_t cnt, T pad, T* buf) {
+  for (int64_t c = 0; c < C; ++c) {
+    const scalar_t* src = base + c * N + n0;
+    T* dst = buf + c * kBlock;
+    for (int64_t j = 0; j < cnt; ++j) dst[j] = static_cast<T>(src[j]);
+    for (int64_t j = cnt; j < kBlock; ++j) dst[j] = pad;
+  }
+}
+
+// s = softmax_C(x) over the block; lse (per voxel) = logsumexp_C(x).
+template <typename T>
+inline void block_softmax(const T* x, int64_t C, T* s, T* lse) {
+  using Vec = at::vec::Vectorized<T>;
+  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
+    Vec m = Vec::loadu(x + j);
+    for (int64_t c = 1; c < C; ++c) m = at::vec::maximum(m, Vec::loadu(x + c * kBlock + j));
+    Vec z(T(0));
+    for (int64_t c = 0; c < C; ++c) {
+      Vec e = (Vec::loadu(x + c * kBlock + j) - m).exp();
+      e.store(s + c * kBlock + j);
+      z = z + e;
+    }
+    const Vec inv = Vec(T(1)) / z;
+    for (int64_t c = 0; c < C; ++c) (Vec::loadu(s + c * kBlock + j) * inv).store(s + c * kBlock + j);
+    if (lse != nullptr) (m + z.log()).store(lse + j);
+  }
+}
+
+// u = -sum_c p_c log p_c with 0 log 0 = 0.
+template <typename T>
+inline void block_entropy(const T* p, int64_t C, T* u) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec tiny(std::numeric_limits<T>::min());
+  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
+    Vec acc(T(0));
+    for (int64_t c = 0; c < C; ++c) {
+      const Vec pc = Vec::loadu(p + c * kBlock + j);
+      // p = 0 gives 0 * log(tiny) = 0; NaN propagates.
+      acc = acc - pc * at::vec::maximum(pc, tiny).log();
+    }
+    acc.store(u + j);
+  }
+}
+
+// Index (as T) of the largest teacher probability, ties to the lowest class.
+template <typename T>
+inline void block_argmax(const T* p, int64_t C, T* k) {
+  using Vec = at::vec::Vectorized<T>;
+  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
+    Vec best = Vec::loadu(p + j);
+    Vec idx(T(0));
+    for (int64_t c = 1; c < C; ++c) {
+      const Vec pc = Vec::loadu(p + c * kBlock + j);
+      const Vec gt = pc > best;  // strict: ties keep the lower index
+      best = Vec::blendv(best, pc, gt);
+      idx = Vec::blendv(idx, Vec(T(c)), gt);
+    }
+    idx.store(k + j);
+  }
+}
+
+// Pseudo label of class c: teacher probability (soft) or one-hot of argmax (hard).
+template <typename T>
+inline at::vec::Vectorized<T> pseudo_label(bool hard, const T* p, const T* k, int64_t c, int64_t j) {
+  using Vec = at::vec::Vectorized<T>;
+  if (!hard) return Vec::loadu(p + c * kBlock + j);
+  return Vec::blendv(Vec(T(0)), Vec(T(1)), Vec::loadu(k + j) == Vec(T(c)));
+}
+
+template <typename T>
+inline bool any_nan(const T* v, int64_t cnt) {
+  bool nan = false;
+  for (int64_t j = 0; j < cnt; ++j) nan |= std::isnan(v[j]);
+  return nan;
+}
+
+// Sums chunk partials in a fixed order.
+inline double ordered_sum(const std::vector<double>& parts) {
+  double acc = 0.0;
+  for (double v : parts) acc += v;
+  return acc;
+}
+
+}  // namespace cpu
+}  // namespace pyseg_noise

@@ -1,0 +1,113 @@
+"""Argument validation shared by every backend, with messages that name the
+argument and what was expected.
+
+Shape, dtype and device checks read only metadata. Value checks (labels in
+range, no NaN in teacher probabilities) read the data and synchronise with the
+device; the C++ kernels do them inside their single pass, so they run here only
+for the other backends. ``set_value_checks(False)`` turns them off.
+"""
+from __future__ import annotations
+
+import torch
+
+_VALUE_CHECKS = True
+
+
+def set_value_checks(enabled: bool) -> None:
+    """Turns the data-reading checks (label range, NaN) of non-CPU backends on or off."""
+    global _VALUE_CHECKS
+    _VALUE_CHECKS = bool(enabled)
+
+
+def value_checks_enabled() -> bool:
+    return _VALUE_CHECKS and not torch.compiler.is_compiling()
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(op: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_tensor(op: str, name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def check_float(op: str, name: str, x: torch.Tensor) -> None:
+    check_tensor(op, name, x)
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+
+
+def check_logits(op: str, name: str, x: torch.Tensor, *, class_dim: int = 1) -> None:
+    """x (Tensor[..., C, *S]) with 1-3 spatial axes, C >= 2, non-empty."""
+    check_float(op, name, x)
+    n_spatial = x.dim() - class_dim - 1
+    if n_spatial < 1 or n_spatial > 3:
+        lead = "M, B" if class_dim == 2 else "B"
+        raise ValueError(
+            f"{op}: {name} must be [{lead}, C, *S] with 1 to 3 spatial axes, got shape {tuple(x.shape)}"
+        )
+    if x.shape[class_dim] < 2:
+        raise ValueError(f"{op}: {name} needs at least C=2 classes on axis {class_dim}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{op}: {name} is empty (shape {tuple(x.shape)}); every axis needs at least one element")
+
+
+def check_same_device(op: str, **tensors: torch.Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    first_name, first = next(iter(devices.items()))
+    for name, dev in devices.items():
+        if dev != first:
+            raise ValueError(f"{op}: {name} is on '{dev}' but {first_name} is on '{first}'; move them to one device")
+
+
+def check_target(op: str, target, logits: torch.Tensor) -> None:
+    check_tensor(op, "target", target)
+    if target.is_floating_point() or target.is_complex():
+        raise TypeError(f"{op}: target must be an integer tensor of class indices, got {target.dtype}")
+    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{op}: target must be [B, *S] = {expected} to match logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+
+
+def check_target_values(op: str, target: torch.Tensor, n_classes: int) -> None:
+    if not value_checks_enabled():
+        return
+    lo, hi = int(target.min()), int(target.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"{op}: target has value {bad} but logits have C={n_classes} classes (valid labels are 0..{n_classes - 1})"
+        )
+
+
+def check_teacher_prob(op: str, teacher_prob, logits: torch.Tensor) -> None:
+    check_float(op, "teacher_prob", teacher_prob)
+    if teacher_prob.shape != logits.shape:
+        raise ValueError(
+            f"{op}: teacher_prob must have the shape of logits {tuple(logits.shape)}, got {tuple(teacher_prob.shape)}"
+        )
+
+
+def check_teacher_prob_values(op: str, teacher_prob: torch.Tensor) -> None:
+    if value_checks_enabled() and bool(torch.isnan(teacher_prob).any()):
+        raise ValueError(f"{op}: teacher_prob contains NaN")
+
+
+def check_choice(op: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def normalize_slice_dim(op: str, slice_dim, n_spatial: int) -> int:
+    if isinstance(slice_dim, bool) or not isinstance(slice_dim, int):
+        raise TypeError(f"{op}: slice_dim must be an int (a spatial axis), got {type(slice_dim).__name__}")
+    if n_spatial == 3 and not -3 <= slice_dim < 3:
+        raise ValueError(f"{op}: slice_dim must index one of the 3 spatial axes (-3..2), got {slice_dim}")
+    return slice_dim

@@ -1,0 +1,159 @@
+"""Which backend runs an op: loading the C++ extension, the Triton kernels, and
+the rules of ``backend=``.
+
+``backend=None`` picks by device: CPU tensors run the fused C++ kernels, CUDA
+tensors the Triton kernels (both registered on the same ``torch.library`` ops,
+so autograd, fake tensors and ``torch.compile`` are shared), anything else the
+eager reference. ``"reference"``, ``"cpu"`` and ``"triton"`` force one and
+raise a ``RuntimeError`` that says why when it cannot run.
+
+``backend="triton"`` on CPU tensors runs the same Triton kernels in Triton's
+interpreter when ``TRITON_INTERPRET=1`` was set before Triton was imported:
+that is how CI checks the GPU kernels' numbers on machines without a GPU.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Optional, Sequence
+
+import torch
+
+BACKENDS = ("reference", "cpu", "triton")
+
+try:
+    from pyseg_noise import _C  # noqa: F401  (loading it registers the ops)
+
+    HAS_CPU_EXTENSION = True
+    _EXTENSION_ERROR: Optional[BaseException] = None
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    HAS_CPU_EXTENSION = False
+    _EXTENSION_ERROR = exc
+
+_warned_fallback = False
+
+
+def _triton_impls() -> dict:
+    try:
+        from pyseg_noise.kernels import IMPLS
+    except ImportError:
+        return {}
+    return IMPLS
+
+
+def triton_interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _warn_fallback(op: str, device: torch.device) -> None:
+    global _warned_fallback
+    if _warned_fallback:
+        return
+    _warned_fallback = True
+    why = (
+        f"the C++ extension pyseg_noise._C failed to load ({_EXTENSION_ERROR})"
+        if device.type == "cpu"
+        else f"no fused kernel is available for device '{device.type}'"
+    )
+    warnings.warn(
+        f"pyseg_noise: {why}; {op} and the other ops fall back to the eager reference "
+        "(slow, more memory). Rebuild with `pip install --no-build-isolation -e .` to get the fused kernels.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def resolve_backend(op: str, tensors: Sequence[torch.Tensor], backend: Optional[str]) -> str:
+    """The backend that runs ``op`` on ``tensors`` given the user's ``backend=`` choice."""
+    device = tensors[0].device
+    if backend is None:
+        if device.type == "cpu" and HAS_CPU_EXTENSION:
+            return "cpu"
+        if device.type == "cuda" and HAS_CPU_EXTENSION and op in _triton_impls():
+            return "triton"
+        _warn_fallback(op, device)
+        return "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"{op}: backend must be None or one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return backend
+    if backend == "cpu":
+        if not HAS_CPU_EXTENSION:
+            raise RuntimeError(
+                f"{op}: backend='cpu' needs the C++ extension pyseg_noise._C, which failed to load: "
+                f"{_EXTENSION_ERROR}. Reinstall with `pip install --no-build-isolation .`"
+            )
+        if device.type != "cpu":
+            raise RuntimeError(f"{op}: backend='cpu' needs CPU tensors, got tensors on '{device}'")
+        return backend
+    # triton
+    impls = _triton_impls()
+    if op not in impls:
+        raise RuntimeError(
+            f"{op}: backend='triton' needs the `triton` package (pip install triton) and its kernels in "
+            "pyseg_noise.kernels, which could not be imported"
+        )
+    if device.type == "cuda":
+        if not HAS_CPU_EXTENSION:
+            raise RuntimeError(
+                f"{op}: backend='triton' on CUDA runs through the ops registered by pyseg_noise._C, "
+                f"which failed to load: {_EXTENSION_ERROR}"
+            )
+        return backend
+    if device.type == "cpu":
+        if not triton_interpreter_enabled():
+            raise RuntimeError(
+                f"{op}: backend='triton' needs CUDA tensors; on CPU tensors it runs only in Triton's "
+                "interpreter, which is off (set TRITON_INTERPRET=1 before triton is imported)"
+            )
+        return "triton-interpreter"
+    raise RuntimeError(f"{op}: backend='triton' cannot run on device '{device}'")
+
+
+class _TritonNamespace:
+    """Looks like ``torch.ops.pyseg_noise`` but calls the Triton launchers directly."""
+
+    def __getattr__(self, name: str) -> Callable:
+        return _triton_impls()[name]
+
+
+TRITON_OPS = _TritonNamespace()
+
+
+def autograd_op(name: str, setup_context: Callable, backward: Callable) -> Callable:
+    """Runs the Triton launcher of ``name`` with the op's own autograd formula.
+
+    Used for CPU tensors under the Triton interpreter, where the dispatcher would
+    pick the C++ kernel. ``backward`` finds its backward op as ``ctx.ops``.
+    """
+    impl = _triton_impls()[name]
+
+    class _Op(torch.autograd.Function):
+        @staticmethod
+        def forward(*args):
+            return impl(*args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.ops = TRITON_OPS
+            setup_context(ctx, inputs, output)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    _Op.__name__ = f"{name}_triton_interpreted"
+    return _Op.apply
+
+
+def ops_of(ctx) -> object:
+    """The namespace a backward formula calls: the dispatcher's, or the interpreter's."""
+    return getattr(ctx, "ops", None) or torch.ops.pyseg_noise
+
+
+def register_triton_for_cuda() -> None:
+    """Registers every Triton launcher as the "cuda" kernel of its op."""
+    if not HAS_CPU_EXTENSION:
+        return
+    for name, fn in _triton_impls().items():
+        torch.library.register_kernel(f"pyseg_noise::{name}", "cuda", fn)

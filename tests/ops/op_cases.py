@@ -1,0 +1,73 @@
+"""Shared parametrization of the op tests: backends, dtypes, shapes, tolerances."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from pyseg_noise.ops.dispatch import HAS_CPU_EXTENSION, _triton_impls, triton_interpreter_enabled
+
+
+def available_backends():
+    backends = ["reference"]
+    if HAS_CPU_EXTENSION:
+        backends.append("cpu")
+    if _triton_impls() and (torch.cuda.is_available() or triton_interpreter_enabled()):
+        backends.append("triton")
+    return backends
+
+
+BACKENDS = available_backends()
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+# (B, C, *S): 2D and 3D, odd sizes, C from 2 to 8.
+SHAPES = [
+    (2, 2, 13, 11),
+    (1, 5, 3, 41, 37),
+    (2, 3, 7, 6, 5),
+    (3, 8, 5, 4, 9),
+    (1, 2, 17, 9, 3),
+    (2, 4, 19, 23),
+    (1, 6, 2, 3, 11),
+]
+
+
+def device_for(backend):
+    if backend == "triton" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def tolerances(dtype, reduction="none"):
+    """(rtol, atol) for a result in `dtype` compared with the float64 reference."""
+    base = {
+        torch.float64: (1e-9, 1e-10),
+        torch.float32: (2e-5, 2e-6),
+        torch.float16: (3e-3, 2e-3),
+        torch.bfloat16: (2e-2, 1e-2),
+    }[dtype]
+    return base
+
+
+def noncontiguous(x: torch.Tensor) -> torch.Tensor:
+    """The same values with non-contiguous strides (every other element of a larger buffer)."""
+    big = torch.empty(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype, device=x.device)
+    big[..., ::2] = x
+    out = big[..., ::2]
+    assert not out.is_contiguous() and torch.equal(out, x)
+    return out
+
+
+def layout(x: torch.Tensor, contiguous: bool) -> torch.Tensor:
+    return x if contiguous else noncontiguous(x)
+
+
+def skip_unsupported(backend, dtype):
+    if backend == "triton" and dtype == torch.bfloat16 and not torch.cuda.is_available():
+        pytest.skip("bf16 under TRITON_INTERPRET is emulated through numpy float32 views; covered on GPU")
+
+
+def assert_close(actual, expected, dtype, what):
+    rtol, atol = tolerances(dtype)
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
