@@ -211,3 +211,14 @@ def test_bad_input_and_arguments():
         MutualSpatialAttention(4)(torch.randn(1, 4, 2, 2, 2), torch.randn(1, 4, 2, 2, 3))
     with pytest.raises(ValueError, match=r"Tensor\[B, 4, \*S\]"):
         MutualChannelAttention(4)(torch.randn(1, 3, 2, 2, 2), torch.randn(1, 3, 2, 2, 2))
+
+
+def test_compiles_without_graph_breaks():
+    torch.manual_seed(0)
+    model = tiny_tsman().eval()
+    x = x_input()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        out, expected = compiled(x), model(x)
+    for got, want in zip(out, expected):
+        torch.testing.assert_close(got, want)
