@@ -46,7 +46,8 @@ def _model_device_dtype(model) -> tuple[torch.device | None, torch.dtype | None]
     return None, None
 
 
-def sliding_window_inference(volume: torch.Tensor, model_or_fn: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+def sliding_window_inference(volume: torch.Tensor,
+                             model_or_fn: nn.Module | Callable[[torch.Tensor], torch.Tensor],
                              patch_size: int | Sequence[int] = (112, 112, 80),
                              stride: int | Sequence[int] = (18, 18, 4),
                              n_classes: int | None = None, progress: bool = False,
