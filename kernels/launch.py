@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRETED", "acc_dtype", "split_float", "check_device", "class_pad", "voxel_block"]
+__all__ = ["INTERPRETED", "acc_dtype", "split_float", "portable_dtype", "check_device", "class_pad", "voxel_block"]
 
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 
@@ -33,6 +33,19 @@ def split_float(x: float) -> tuple[float, float]:
     """Split ``x`` into fp32-representable ``(hi, lo)``; the kernel adds them in its ACC dtype."""
     hi = float(np.float32(x))
     return hi, float(np.float32(x - hi))
+
+
+def portable_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t``, or ``t.to(dtype)`` when a kernel would have to convert directly between bf16 and fp64.
+
+    Triton 3.9's interpreter converts bf16 <-> fp64 wrongly (it treats bf16
+    as raw uint16), and fp64 -> bf16 through fp32 would round twice. The pair
+    only meets in odd mixes (a bf16 teacher with fp64 logits, ...), so those
+    pay one torch copy and the kernels never see it.
+    """
+    if {t.dtype, dtype} == {torch.bfloat16, torch.float64}:
+        return t.to(dtype)
+    return t
 
 
 def check_device(op: str, tensor: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .class_tile import entropy_tile, first_argmax, load_tile, one_hot_tile, softmax_tile
-from .launch import acc_dtype, check_device, class_pad, split_float, voxel_block
+from .launch import acc_dtype, check_device, class_pad, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
 from .voxel_layout import slice_layout, slice_tile, spatial_index, sum_per_slice, voxel_layout
 
@@ -130,8 +130,10 @@ def softmax_accumulate_(prob_sum: torch.Tensor, logits: torch.Tensor) -> None:
     """
     check_device("softmax_accumulate_", logits)
     B, C = logits.shape[:2]
+    # the accumulator's dtype decides the arithmetic (fp64 sums stay fp64-accurate)
+    ACC, acc_torch = acc_dtype(prob_sum.dtype)
+    logits = portable_dtype(logits, acc_torch)
     lay = voxel_layout([prob_sum, logits], [True, True])
-    ACC, _ = acc_dtype(prob_sum.dtype, logits.dtype)
     C_PAD = class_pad(C)
     BLOCK = voxel_block(C_PAD)
     softmax_accumulate_kernel[(triton.cdiv(lay.N, BLOCK), B)](
@@ -263,11 +265,12 @@ def pint_pixel_loss_kernel(
 
 
 def _pixel_setup(logits, target, teacher_prob, extra=()):
+    teacher_prob = portable_dtype(teacher_prob, logits.dtype)
     B, C = logits.shape[:2]
     lay = voxel_layout([logits, target, teacher_prob, *extra], [True, False, True] + [False] * len(extra))
     ACC, acc_torch = acc_dtype(logits.dtype)
     C_PAD = class_pad(C)
-    return B, C, lay, ACC, acc_torch, C_PAD, voxel_block(C_PAD)
+    return B, C, lay, ACC, acc_torch, C_PAD, voxel_block(C_PAD), teacher_prob
 
 
 def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy: bool, reduction: str):
@@ -280,7 +283,7 @@ def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
         reduction (str): "mean" | "sum" -> 0-d; "none" -> Tensor[B, *S].
     """
     check_device("pint_pixel_loss", logits)
-    B, C, lay, ACC, acc_torch, C_PAD, BLOCK = _pixel_setup(logits, target, teacher_prob)
+    B, C, lay, ACC, acc_torch, C_PAD, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob)
     n_blocks = triton.cdiv(lay.N, BLOCK)
     none = reduction == "none"
     if none:
@@ -351,7 +354,9 @@ def pint_pixel_loss_backward(grad, logits, target, teacher_prob, hard: bool, nor
     """
     check_device("pint_pixel_loss_backward", logits)
     none = reduction == "none"
-    B, C, lay, ACC, _, C_PAD, BLOCK = _pixel_setup(logits, target, teacher_prob, (grad,) if none else ())
+    grad = portable_dtype(grad, acc_dtype(logits.dtype)[1])
+    B, C, lay, ACC, _, C_PAD, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob,
+                                                                 (grad,) if none else ())
     g_strides = lay.strides[3] if none else (0, 0, 0, 0)
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     pint_pixel_loss_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
@@ -518,6 +523,7 @@ def pint_image_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
         (loss, slice_alpha Tensor[B, n_slices] fp32 (fp64 for fp64 logits)).
     """
     check_device("pint_image_loss", logits)
+    teacher_prob = portable_dtype(teacher_prob, logits.dtype)
     B, C = logits.shape[:2]
     C_PAD = class_pad(C)
     lay = slice_layout([logits, target, teacher_prob], [True, False, True], slice_dim, voxel_block(C_PAD))
@@ -608,6 +614,10 @@ def pint_image_loss_backward(grad, logits, target, teacher_prob, slice_alpha, ha
         Tensor[B, C, *S]: contiguous, logits' dtype.
     """
     check_device("pint_image_loss_backward", logits)
+    acc_torch = acc_dtype(logits.dtype)[1]
+    teacher_prob = portable_dtype(teacher_prob, logits.dtype)
+    grad = portable_dtype(grad, acc_torch)
+    slice_alpha = portable_dtype(slice_alpha, acc_torch)
     B, C = logits.shape[:2]
     C_PAD = class_pad(C)
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
