@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import SMALL_SHAPE
+from .conftest import SMALL_SHAPE
 from pyseg_noise.data import LAH5Dataset, NiftiDataset, corrupt_dataset, generate_synthetic_dataset
 
 

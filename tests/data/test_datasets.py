@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import SMALL_SHAPE
+from .conftest import SMALL_SHAPE
 from pyseg_noise.data import (
     LAH5Dataset,
     NiftiDataset,
