@@ -72,7 +72,7 @@ void pint_pixel_loss_backward_kernel_impl(const Geometry& g, const scalar_t* log
       const int64_t n0 = (id % g.blocks_per_item) * kBlock;
       const int64_t cnt = std::min(kBlock, g.N - n0);
       pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
-      pint_block_terms(buf, g.C, hard, normalize);
+      pint_block_terms(buf, g.C, hard, normalize, /*with_loss=*/false);
       // Per-voxel upstream gradient into buf.b (ce is not needed any more).
       if (grad_map != nullptr) {
         const scalar_t* gm = grad_map + b * g.N + n0;

@@ -96,25 +96,26 @@ struct TargetReader {
   std::atomic<int64_t>* bad_value;
 
   template <typename I>
-  inline void load_as(const I* p, int64_t off, int64_t cnt, int64_t* t) const {
+  inline void load_as(const I* p, int64_t off, int64_t cnt, int32_t* t) const {
     // Branch-free range test (vectorizes); the rare bad block is rescanned.
     uint64_t out_of_range = 0;
     for (int64_t j = 0; j < cnt; ++j) {
       const int64_t v = static_cast<int64_t>(p[off + j]);
       out_of_range |= static_cast<uint64_t>(static_cast<uint64_t>(v) >= static_cast<uint64_t>(C));
-      t[j] = v;
+      t[j] = static_cast<int32_t>(v);
     }
     if (out_of_range) {
       for (int64_t j = 0; j < cnt; ++j) {
-        if (t[j] < 0 || t[j] >= C) {
-          if (!bad->exchange(true)) bad_value->store(t[j]);
+        const int64_t v = static_cast<int64_t>(p[off + j]);
+        if (v < 0 || v >= C) {
+          if (!bad->exchange(true)) bad_value->store(v);
           t[j] = 0;
         }
       }
     }
   }
 
-  inline void load(int64_t off, int64_t cnt, int64_t* t) const {
+  inline void load(int64_t off, int64_t cnt, int32_t* t) const {
     switch (type) {
       case at::kByte: load_as(static_cast<const uint8_t*>(ptr), off, cnt, t); break;
       case at::kBool: load_as(static_cast<const bool*>(ptr), off, cnt, t); break;
@@ -165,7 +166,7 @@ struct BlockBuffers {
   int64_t C;
   std::vector<T> storage;
   T *x, *p, *s, *a, *b, *c, *d, *tf;
-  std::vector<int64_t> t;
+  std::vector<int32_t> t;  // target (validated, so it fits)
   explicit BlockBuffers(int64_t C_) : C(C_), storage((3 * C_ + 5) * kBlock), t(kBlock) {
     T* q = storage.data();
     x = q; q += C * kBlock;   // logits
