@@ -16,6 +16,8 @@ return new contiguous tensors in the logits' dtype.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -147,7 +149,7 @@ def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, sl
     taps = 2 * (int(kernel_size) // 2) + 1
     axes = _smoothed_axes(len(S), spatial_dims, slice_dim)
     # (axis_len, axis_stride) of each 1-D pass over the contiguous map; kernel_size 1 = one copy pass
-    passes = [(S[ax], _prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes else [(total, 1)]
+    passes = [(S[ax], math.prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes else [(total, 1)]
     taps = taps if taps > 1 and axes else 1
     attention = torch.empty((B, *S), dtype=logits_a.dtype, device=dev)
     n_prog = triton.cdiv(total, _MAP_BLOCK)
@@ -172,13 +174,6 @@ def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, sl
     if none:
         return attention, loss
     return attention, finish_reduction(loss, total if reduction == "mean" else 1, logits_a.dtype, ACC)
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out
 
 
 def loss_attention(logits_a, logits_b, sigma2: float, kernel_size: int, spatial_dims: int, slice_dim: int):
