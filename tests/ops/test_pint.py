@@ -283,7 +283,9 @@ def test_backend_choice_errors(monkeypatch):
     logits, target, prob = make_inputs((1, 2, 4, 4), torch.float32, "cpu", seed=9)
     with pytest.raises(ValueError, match=r"backend must be None or one of"):
         ops.pint_pixel_loss(logits, target, prob, backend="gpu")
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    import pyseg_noise.kernels
+
+    monkeypatch.setattr(pyseg_noise.kernels, "INTERPRETED", False)
     with pytest.raises(RuntimeError, match=r"backend='triton' needs CUDA tensors|needs the `triton` package"):
         ops.pint_pixel_loss(logits, target, prob, backend="triton")
 
