@@ -1,0 +1,526 @@
+"""The Trainer: data, devices, optimizer, schedule, precision, processes, checkpoints, logs, plots.
+
+A method (:class:`~pyseg_noise.training.Method`) computes losses; the Trainer
+does the rest, the same way for every method::
+
+    for t in iterations:                       # start at the checkpoint's iteration on --resume
+        batch = next slice of the data stream  # pure function of (seed, t, rank)
+        lr = method.lr_at(t)
+        loss = method.train_step(batch, t)     # under autocast on GPU
+        stop if loss is not finite             # the message names the iteration
+        backward; average gradients over processes; optimizer step
+        method.after_step(t)                   # e.g. EMA teacher update
+        log; checkpoint every N; on Ctrl-C: checkpoint, then stop
+    validate on the clean labels; plots
+
+Run folder::
+
+    config.yaml               every setting, defaults included
+    log.jsonl                 training scalars (and validation lines)
+    checkpoints/last.pt       the latest checkpoint (atomic writes)
+    eval/cases.csv, eval/summary.json   final validation (clean labels)
+    plots/loss.png, plots/case.png      loss curves; PINT Fig. 2-style case panel
+    tensorboard/              when tensorboard is installed
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from . import distributed as ddp
+from .batch_stream import StreamDataset, stream_loader
+from .checkpoint import (CHECKPOINT_FORMAT, atomic_save, capture_rng_state, checkpoint_path, load_checkpoint,
+                         restore_rng_state)
+from .config import ConfigError, TrainConfig, config_from_dict, save_config
+from .keyed_random import PROCESS_STREAM, sample_key
+from .method import Batch, Method
+from .registry import get_method
+from .run_data import case_for_plot, train_dataset, validation_dataset
+from .run_log import RunLog, read_log
+from .sync_batchnorm import convert_batchnorm
+from .validation import METRIC_COLUMNS, evaluate_method, summarize
+
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "TrainingInterrupted", "resolve_device",
+           "RESUMABLE_CHANGES", "build_method", "load_trained"]
+
+PathLike = Union[str, Path]
+
+#: config keys that may differ between a run and its resumption (they do not change the result)
+RESUMABLE_CHANGES = ("progress", "plots", "checkpoint_every", "log_every", "val_every", "val_batch_size",
+                     "data.num_workers", "data.cache", "data.root", "data.label_overrides", "device")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped the run after saving a checkpoint."""
+
+    def __init__(self, iteration: int, checkpoint: Path):
+        super().__init__(f"interrupted after iteration {iteration}; checkpoint saved to {checkpoint}")
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    run_dir: Path
+    iteration: int
+    total_iterations: int
+    checkpoint: Path
+    summary: Optional[Dict[str, float]] = None
+    cases: List[Dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` if CUDA is available, else CPU.
+
+    Raises:
+        ConfigError: CUDA asked for but not available.
+    """
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "method_options":
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, dict):
+            out.update({f"{key}.{kk}": vv for kk, vv in v.items()} or {key: {}})
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """Keys whose values differ between two config dicts, except :data:`RESUMABLE_CHANGES`."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, device: torch.device):
+    """``torch.use_deterministic_algorithms`` for the run, restored afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
+    previous_cudnn = torch.backends.cudnn.deterministic
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = (not enabled) and device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.backends.cudnn.deterministic = previous_cudnn
+        torch.backends.cudnn.benchmark = previous_benchmark
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def build_method(config: TrainConfig, device: torch.device) -> Method:
+    """Instantiate and build the configured method on ``device`` (weights seeded by ``config.seed``)."""
+    cls = get_method(config.method)
+    method = cls(config, device)
+    _seed_everything(config.seed)
+    method.build()
+    for module in method.modules():
+        module.to(device)
+    return method
+
+
+def load_trained(path: PathLike, device: Union[str, torch.device] = "auto") -> Method:
+    """A trained method from a run folder or checkpoint file, in eval mode, for prediction.
+
+    Raises:
+        FileNotFoundError: no checkpoint.
+        ValueError: not a pyseg_noise checkpoint.
+    """
+    state = load_checkpoint(path)
+    config = config_from_dict(state["config"])
+    dev = resolve_device(device if isinstance(device, str) else str(device))
+    method = build_method(config, dev)
+    for name, net in method.networks().items():
+        net.load_state_dict(state["networks"][name])
+    method.load_state_dict(state.get("method_state") or {})
+    method.eval()
+    return method
+
+
+def _build_optimizer(config: TrainConfig, groups: List[dict]) -> torch.optim.Optimizer:
+    o = config.optim
+    groups = [dict(g) for g in groups]
+    for g in groups:
+        g.setdefault("lr_scale", 1.0)
+        g.setdefault("lr", o.lr * g["lr_scale"])
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each iteration; a second Ctrl-C aborts."""
+
+    def __init__(self, log: RunLog):
+        self.flag = False
+        self._log = log
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        if self.flag:  # second signal: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.flag = True
+        self._log.write(f"received {signal.Signals(signum).name}: saving a checkpoint after this iteration "
+                        "(press Ctrl-C again to abort without saving)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class Trainer:
+    """Trains one configured method into a run folder.
+
+    Args:
+        config: a validated :class:`TrainConfig` (see :func:`pyseg_noise.training.load_config`).
+        run_dir: the run folder (created).
+        resume: continue from ``run_dir/checkpoints/last.pt``; the result equals that of
+            an uninterrupted run (bitwise with ``deterministic=True`` on the same machine).
+        overwrite: replace an existing run in ``run_dir`` instead of refusing.
+        validate: evaluate on the validation split (clean labels) at the end.
+
+    Raises (from :meth:`fit`):
+        ConfigError / FileNotFoundError: bad settings or data (before any training).
+        NonFiniteLossError: the loss became NaN/inf (names the iteration).
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved first.
+
+    Example:
+        >>> cfg = load_config(None, method="pint", data={"root": "data/LA", "noisy_labels": "noisy"})  # doctest: +SKIP
+        >>> result = Trainer(cfg, "runs/pint").fit()                                                  # doctest: +SKIP
+        >>> result.summary["dice"]                                                                    # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: PathLike, *, resume: bool = False, overwrite: bool = False,
+                 validate: bool = True):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.validate = validate
+        self.method: Optional[Method] = None
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_run_dir(self, info: ddp.DistInfo) -> Optional[Dict[str, Any]]:
+        ckpt_file = checkpoint_path(self.run_dir)
+        marker = self.run_dir / "config.yaml"
+        state = None
+        if self.resume:
+            if not ckpt_file.is_file():
+                raise ConfigError(f"nothing to resume: no checkpoint at {ckpt_file}")
+            state = load_checkpoint(ckpt_file)
+            diffs = config_differences(state["config"], self.config.to_dict())
+            if diffs:
+                raise ConfigError(
+                    f"--resume: the settings differ from the checkpoint's in {', '.join(diffs[:6])}; "
+                    f"resume with the run's own {marker}"
+                )
+        elif marker.exists() or ckpt_file.exists():
+            if not self.overwrite:
+                raise ConfigError(f"run folder {self.run_dir} already holds a run; pass --resume to continue it "
+                                  "or choose another --out")
+            if info.is_main:
+                for p in (ckpt_file, self.run_dir / "log.jsonl"):
+                    if p.exists():
+                        p.unlink()
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, marker)
+        return state
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, info, it, total, optimizer, scaler, lr) -> Path:
+        """Collective: every process contributes its RNG state; rank 0 writes."""
+        rngs = ddp.all_gather_objects(capture_rng_state())
+        path = checkpoint_path(self.run_dir)
+        if info.is_main:
+            method = self.method
+            atomic_save({
+                "format": CHECKPOINT_FORMAT,
+                "iteration": it,
+                "total_iterations": total,
+                "finished": it >= total,
+                "method": self.config.method,
+                "config": self.config.to_dict(),
+                "networks": {n: net.state_dict() for n, net in method.networks().items()},
+                "method_state": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "scheduler": {"iteration": it, "lr": lr},
+                "sampler": {"seed": self.config.seed, "global_batch": self.config.batch_size, "next_iteration": it},
+                "rng": rngs,
+                "world_size": info.world_size,
+                "torch_version": torch.__version__,
+            }, path)
+        ddp.barrier()
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        """Train (or resume) to the end, validate, plot. See the class docstring."""
+        cfg = self.config
+        started = time.perf_counter()
+        wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        info = ddp.init_distributed(wants_cuda)
+        try:
+            device = resolve_device(cfg.device, info.local_rank)
+            if cfg.batch_size % info.world_size:
+                raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes "
+                                  f"{info.world_size}")
+            with _determinism(cfg.deterministic, device):
+                return self._fit(info, device, started)
+        finally:
+            if info.initialized_here:
+                torch.distributed.destroy_process_group()
+
+    def _fit(self, info: ddp.DistInfo, device: torch.device, started: float) -> TrainResult:
+        cfg = self.config
+        state = self._prepare_run_dir(info)
+        stream = StreamDataset(train_dataset(cfg), cfg.seed)
+
+        method = build_method(cfg, device)
+        self.method = method
+        if info.distributed and cfg.sync_batchnorm:
+            for net in method.networks().values():
+                if convert_batchnorm(net, device) is not net:
+                    raise ConfigError("sync_batchnorm: a network that is itself a batch-norm layer is not supported")
+        ddp.broadcast_state(method.modules())
+        optimizer = _build_optimizer(cfg, method.param_groups())
+        amp_dtype = _amp_dtype(cfg.amp, device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        total = method.total_iterations()
+
+        start = 0
+        # the per-process stream of the global generators (dropout masks): distinct per rank
+        torch.manual_seed(sample_key(cfg.seed, info.rank, PROCESS_STREAM))
+        if state is not None:
+            for name, net in method.networks().items():
+                net.load_state_dict(state["networks"][name])
+            method.load_state_dict(state.get("method_state") or {})
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            rngs = state.get("rng") or []
+            if len(rngs) == info.world_size:
+                restore_rng_state(rngs[info.rank])
+            start = int(state["iteration"])
+
+        log = RunLog(self.run_dir, enabled=info.is_main, progress=cfg.progress, total=total, initial=start,
+                     desc=cfg.method, resume_from=start if state is not None else None)
+        ckpt = checkpoint_path(self.run_dir)
+        it = start
+        lr = method.lr_at(min(it, max(total - 1, 0)))
+        try:
+            with _StopSignals(log) as stop:
+                if start < total:
+                    it, lr = self._loop(info, device, stream, method, optimizer, scaler, amp_dtype, params, log,
+                                        stop, start, total)
+                if state is None or it > start or not ckpt.exists():
+                    ckpt = self._checkpoint(info, it, total, optimizer, scaler, lr)
+        finally:
+            log.close()
+        result = TrainResult(self.run_dir, it, total, ckpt)
+        if info.is_main:
+            self._finish(method, result)
+        ddp.barrier()
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _loop(self, info, device, stream, method, optimizer, scaler, amp_dtype, params, log, stop, start, total):
+        cfg = self.config
+        loader = stream_loader(stream, cfg.batch_size, rank=info.rank, world_size=info.world_size, start=start,
+                               stop=total, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+        it, lr = start, cfg.optim.lr
+        t0 = time.perf_counter()
+        for raw in loader:
+            t = it
+            lr = method.lr_at(t)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            batch = Batch(
+                image=raw["image"].to(device, non_blocking=True),
+                label=raw["label"].to(device, non_blocking=True),
+                cases=list(raw["case"]),
+                positions=[int(p) for p in raw["position"]],
+                seed=cfg.seed,
+            )
+            method.train()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = method.train_step(batch, t)
+            if not isinstance(out, dict) or "loss" not in out:
+                raise TypeError(f"{type(method).__name__}.train_step must return a dict with a 'loss' tensor")
+            loss = out["loss"]
+            names = list(out)
+            values = torch.stack([torch.as_tensor(out[k], device=device).detach().float().reshape(()) for k in names])
+            values = ddp.all_reduce_mean(values).tolist()
+            scalars = dict(zip(names, values))
+            if not math.isfinite(scalars["loss"]):
+                last = read_checkpoint_iteration(self.run_dir)
+                raise NonFiniteLossError(
+                    f"non-finite loss ({scalars['loss']}) at iteration {t + 1} of {total} (method {cfg.method}); "
+                    f"the run stopped before that update"
+                    + (f"; the last checkpoint holds iteration {last}" if last is not None else "")
+                    + ". Lower optim.lr or check the data."
+                )
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            ddp.average_gradients(params)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            method.after_step(t)
+            if info.distributed and not cfg.sync_batchnorm:
+                # as DDP's broadcast_buffers: rank 0's batch-norm statistics everywhere
+                ddp.broadcast_state([m for m in method.networks().values()])
+            it = t + 1
+            if it % cfg.log_every == 0 or it == total or it == start + 1:
+                log.log({"iteration": it, **scalars, "lr": lr, "seconds": round(time.perf_counter() - t0, 3)})
+            log.progress(1, loss=scalars["loss"], lr=lr)
+            if ddp.any_rank(stop.flag, device):
+                path = self._checkpoint(info, it, total, optimizer, scaler, lr)
+                log.write(f"checkpoint saved at iteration {it}: {path}")
+                raise TrainingInterrupted(it, path)
+            if it % cfg.checkpoint_every == 0 and it < total:
+                self._checkpoint(info, it, total, optimizer, scaler, lr)
+            if cfg.val_every and it % cfg.val_every == 0 and it < total and info.is_main:
+                self._validate(method, log, it)
+        return it, lr
+
+    # ------------------------------------------------------------------ validation and plots
+    def _validate(self, method, log: Optional[RunLog], it: int):
+        dataset = validation_dataset(self.config)
+        if dataset is None:
+            return None, []
+        cfg = self.config
+        rows = evaluate_method(method, dataset, patch_size=cfg.data.crop_size, stride=cfg.val_stride,
+                               batch_size=cfg.val_batch_size, limit=cfg.data.val_cases)
+        summary = summarize(rows)
+        if log is not None:
+            log.log({"iteration": it, "split": "val", **{k: summary[k] for k in METRIC_COLUMNS}})
+        return summary, rows
+
+    def _finish(self, method, result: TrainResult) -> None:
+        cfg = self.config
+        if self.validate:
+            summary, rows = self._validate(method, None, result.iteration)
+            result.summary, result.cases = summary, rows
+            if summary is not None:
+                out = self.run_dir / "eval"
+                out.mkdir(exist_ok=True)
+                with open(out / "cases.csv", "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=["case", *METRIC_COLUMNS])
+                    writer.writeheader()
+                    writer.writerows(rows)
+                (out / "summary.json").write_text(json.dumps(
+                    {"iteration": result.iteration, "split": cfg.data.val_split, **summary}, indent=1))
+        if cfg.plots:
+            from .plots import plot_case, plot_loss_curves
+
+            plot_loss_curves(read_log(self.run_dir), self.run_dir / "plots" / "loss.png",
+                             title=f"{cfg.method} ({Path(cfg.data.root).name})")
+            self._plot_case(method, plot_case)
+
+    @torch.no_grad()
+    def _plot_case(self, method, plot_case) -> None:
+        cfg = self.config
+        case = case_for_plot(cfg)
+        if case is None:
+            return
+        crop = _crop_around(case, cfg.data.crop_size)
+        x = torch.from_numpy(crop["image"])[None].to(method.device)
+        method.eval()
+        pred = method.predict(x).argmax(1)[0].cpu().numpy()
+        unc = method.uncertainty(x)
+        plot_case(crop["image"][0], crop["clean"], self.run_dir / "plots" / "case.png", noisy=crop["noisy"],
+                  prediction=pred, uncertainty=None if unc is None else unc[0].float().cpu().numpy(),
+                  title=f"{cfg.method}: training case {case['case']}")
+
+
+def _crop_around(case: dict, size) -> dict:
+    """A ``size`` box centred on the clean foreground (padded with zeros where the volume is smaller)."""
+    image, clean, noisy = case["image"], case["clean"], case["noisy"]
+    pads = [(max(s - n, 0) // 2, max(s - n, 0) - max(s - n, 0) // 2) for s, n in zip(size, clean.shape)]
+    if any(p for pair in pads for p in pair):
+        image = np.pad(image, [(0, 0)] + pads)
+        clean = np.pad(clean, pads)
+        noisy = None if noisy is None else np.pad(noisy, pads)
+    fg = np.argwhere(clean > 0)
+    centre = fg.mean(0).round().astype(int) if len(fg) else np.array(clean.shape) // 2
+    starts = [int(min(max(c - s // 2, 0), n - s)) for c, s, n in zip(centre, size, clean.shape)]
+    box = tuple(slice(a, a + s) for a, s in zip(starts, size))
+    return {
+        "image": np.ascontiguousarray(image[(slice(None),) + box], dtype=np.float32),
+        "clean": clean[box],
+        "noisy": None if noisy is None else noisy[box],
+    }
+
+
+def read_checkpoint_iteration(run_dir: PathLike) -> Optional[int]:
+    """The iteration stored in ``run_dir``'s checkpoint, or None if there is none (or it is unreadable)."""
+    try:
+        return int(load_checkpoint(run_dir)["iteration"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
