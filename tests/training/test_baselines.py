@@ -367,7 +367,7 @@ def test_config_errors_name_the_option():
     with pytest.raises(ConfigError, match="forget_rate"):
         Coteaching.validate_config(make_config("coteaching", CoteachingOptions(forget_rate=1.5)))
     with pytest.raises(ConfigError, match="data.root"):
-        make_method(Coteaching, CoteachingOptions())
+        make_method(Coteaching, CoteachingOptions()).forget_rate
 
 
 def test_registered_names():

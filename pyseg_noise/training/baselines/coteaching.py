@@ -132,7 +132,9 @@ def label_noise_rate(root, noisy_labels: Optional[str] = None, *, label_override
 
     root = Path(root)
     layout = detect_layout(root) if layout is None else layout
-    overrides = Path(label_overrides) if label_overrides else None
+    from ..run_data import label_override_paths
+
+    overrides = label_override_paths(label_overrides) if label_overrides else {}
     if layout == "h5":
         cases = read_case_list(find_case_list(root, split))
         ending = ".h5"
@@ -147,8 +149,7 @@ def label_noise_rate(root, noisy_labels: Optional[str] = None, *, label_override
             clean = read_h5(path, "label", what="LA h5 file")
         else:
             clean = read_volume(label_dir / f"{case}{ending}")
-        candidates = [overrides / f"{case}{e}" for e in (".h5", ".nii.gz", ".nii")] if overrides else []
-        override = next((p for p in candidates if p.is_file()), None)
+        override = overrides.get(case)
         if override is not None:
             train = read_volume(override, key="label")
         elif noisy_labels:
@@ -197,14 +198,20 @@ class _SmallLossMethod(PeerNetworksMethod):
 
     def build(self) -> None:
         super().build()
-        tau = self.options.forget_rate
-        if tau is None:
+        # tau is read from the data on first use, not here: a trained model loaded for
+        # prediction (its tau restored from the checkpoint) must not need the training data
+        self._forget_rate = None if self.options.forget_rate is None else float(self.options.forget_rate)
+
+    @property
+    def forget_rate(self) -> float:
+        """``tau``: the option, or :func:`label_noise_rate` of the configured training labels."""
+        if self._forget_rate is None:
             d = self.config.data
             if d.root is None:
                 raise ConfigError("method_options.forget_rate is null (estimate it from the data) but data.root is not set")
-            tau = label_noise_rate(d.root, d.noisy_labels, label_overrides=d.label_overrides, layout=d.layout,
-                                   split=d.train_split)
-        self.forget_rate = float(tau)
+            self._forget_rate = label_noise_rate(d.root, d.noisy_labels, label_overrides=d.label_overrides,
+                                                 layout=d.layout, split=d.train_split)
+        return self._forget_rate
 
     def rate(self, iteration: int) -> float:
         """``R(t)`` at 0-based ``iteration``."""
@@ -215,7 +222,7 @@ class _SmallLossMethod(PeerNetworksMethod):
 
     def load_state_dict(self, state: dict) -> None:
         if "forget_rate" in state:  # the resumed run keeps the tau it started with
-            self.forget_rate = float(state["forget_rate"])
+            self._forget_rate = float(state["forget_rate"])
 
 
 @register_method

@@ -124,10 +124,9 @@ def clean_meta_cases(config, n: int) -> List[str]:
         clean = {r["case"] for r in records if not r["noisy"]}
         cases = [c for c in cases if c in clean]
     if d.label_overrides:
-        folder = Path(d.label_overrides)
-        endings = (".nii.gz", ".nii", ".h5", ".hdf5")
-        overridden = {next((p.name[: -len(e)] for e in endings if p.name.endswith(e)), p.name)
-                      for p in folder.iterdir()} if folder.is_dir() else set()
+        from ..run_data import label_override_paths
+
+        overridden = set(label_override_paths(d.label_overrides))
         cases = [c for c in cases if c not in overridden]
     if not cases:
         raise ConfigError("reweight: found no training case with clean labels; set method_options.meta_cases")

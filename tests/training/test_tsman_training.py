@@ -1,0 +1,171 @@
+"""TSMAN training: the loss against the reference, the attention switches, and training steps."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyseg_noise.models import DenseVoxNet
+from pyseg_noise.ops import reference
+from pyseg_noise.training.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from pyseg_noise.training.method import Batch
+from pyseg_noise.training.registry import _METHODS
+from pyseg_noise.training.tsman import TSMANMethod, TSMANOptions, tsman_pair_loss, tsman_training_loss
+
+SIZE = (16, 16, 16)
+TINY = dict(stem_channels=4, growth_rate=2, n_layers=[1, 1], up_channels=[4, 4], dropout_rate=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny convolutions: OpenMP threads only add contention on the shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_method(**options):
+    config = TrainConfig(
+        method="tsman", iterations=3, batch_size=2,
+        data=DataConfig(crop_size=SIZE), model=ModelConfig(n_filters=2, dropout=False),
+        optim=OptimConfig(lr=0.05, momentum=0.0, weight_decay=0.0, lr_policy="constant"),
+        method_options=TSMANOptions(**{**TINY, **options}),
+    )
+    TSMANMethod.validate_config(config)
+    torch.manual_seed(0)
+    method = TSMANMethod(config)
+    method.build()
+    return method
+
+
+def batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    label = (torch.rand(2, *SIZE, generator=g) < 0.3).long()
+    image = torch.randn(2, 1, *SIZE, generator=g) + label[:, None].float()
+    return Batch(image=image, label=label, cases=["a", "b"], positions=[0, 1], seed=0)
+
+
+def test_pair_loss_is_the_tsman_loss_and_plain_ce_without_f4():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 6, 5, 4, dtype=torch.float64), torch.randn(2, 3, 6, 5, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 6, 5, 4))
+    loss, att = tsman_pair_loss(a, b, y)
+    ref_loss, ref_att = reference.tsman_loss(a, b, y)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(att, ref_att)
+    # by hand: mean_v att_v ce_v for each stream, one shared map
+    ce_a, ce_b = F.cross_entropy(a, y, reduction="none"), F.cross_entropy(b, y, reduction="none")
+    torch.testing.assert_close(loss, (ref_att * ce_a).mean() + (ref_att * ce_b).mean())
+    plain, none = tsman_pair_loss(a, b, y, loss_attention=False)
+    assert none is None
+    torch.testing.assert_close(plain, (ce_a.mean() + ce_b.mean()).float())
+
+
+def test_aux_heads_use_their_own_attention_map():
+    torch.manual_seed(1)
+    a, b, xa, xb = (torch.randn(1, 2, 5, 5, 3) for _ in range(4))
+    y = torch.randint(0, 2, (1, 5, 5, 3))
+    loss, logs = tsman_training_loss((a, b, xa, xb), y, aux_weight=0.4)
+    main, _ = reference.tsman_loss(a, b, y)
+    aux, _ = reference.tsman_loss(xa, xb, y)
+    torch.testing.assert_close(loss, main + 0.4 * aux)
+    torch.testing.assert_close(logs["loss_aux"], aux)
+    assert float(logs["disagreement"]) == pytest.approx(float((a.argmax(1) != b.argmax(1)).float().mean()))
+    loss, logs = tsman_training_loss((a, b, None, None), y)
+    torch.testing.assert_close(loss, main)
+    assert "loss_aux" not in logs
+
+
+def test_all_attentions_off_equals_two_independent_ce_trained_streams():
+    method = make_method(attention_points=[], loss_attention=False)
+    assert len(method.model.attention) == 0
+    # two stand-alone DenseVoxNets with the streams' initial weights, trained with CE + aux CE
+    nets = [copy.deepcopy(method.model.stream_a), copy.deepcopy(method.model.stream_b)]
+    w = method.aux_weight
+    assert w == pytest.approx(0.33)
+    opt_t = torch.optim.SGD(method.model.parameters(), lr=0.05)
+    opts = [torch.optim.SGD(n.parameters(), lr=0.05) for n in nets]
+    method.train()
+    for t in range(3):
+        bt = batch(t)
+        opt_t.zero_grad()
+        method.train_step(bt, t)["loss"].backward()
+        opt_t.step()
+        for net, opt in zip(nets, opts):
+            net.train()
+            main, aux = net(bt.image)
+            opt.zero_grad()
+            (F.cross_entropy(main, bt.label) + w * F.cross_entropy(aux, bt.label)).backward()
+            opt.step()
+    for stream, net in ((method.model.stream_a, nets[0]), (method.model.stream_b, nets[1])):
+        for (name, p), q in zip(stream.state_dict().items(), net.state_dict().values()):
+            torch.testing.assert_close(p, q, msg=name)
+    # and the weights did move
+    assert not torch.equal(method.model.stream_a.classifier.weight, make_method().model.stream_a.classifier.weight)
+
+
+def test_tsman_trains_with_every_attention():
+    method = make_method()
+    assert sorted(method.model.attention) == ["f1", "f2", "f3"]
+    opt = torch.optim.SGD(method.model.parameters(), lr=0.05)
+    before = {n: p.detach().clone() for n, p in method.model.named_parameters()}
+    method.train()
+    for t in range(2):
+        out = method.train_step(batch(t), t)
+        assert math.isfinite(float(out["loss"].detach()))
+        assert 0.0 <= float(out["attention_mean"]) <= 1.0
+        assert {"loss_main", "loss_aux", "disagreement"} <= set(out)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    moved = [n for n, p in method.model.named_parameters() if not torch.equal(p, before[n])]
+    assert any(n.startswith("attention.f1") for n in moved) and any(n.startswith("attention.f3") for n in moved)
+    assert any(n.startswith("stream_a.") for n in moved) and any(n.startswith("stream_b.") for n in moved)
+    method.eval()
+    x = batch(9).image
+    with torch.no_grad():
+        a, b = method.model(x)
+        expected = (torch.softmax(a, 1) + torch.softmax(b, 1)) / 2
+        torch.testing.assert_close(method.predict(x), expected)
+        torch.testing.assert_close(method.uncertainty(x), (a.argmax(1) != b.argmax(1)).float())
+
+
+@pytest.mark.parametrize("points", [["f3"], ["f2", "f3"], ["f1"]])
+def test_attention_points_build_exactly_the_table_2_rows(points):
+    method = make_method(attention_points=points)
+    assert sorted(method.model.attention) == sorted(points)
+    out = method.train_step(batch(0), 0)  # a network without f1 runs: the point passes through
+    assert math.isfinite(float(out["loss"].detach()))
+
+
+def test_vnet_subnet_has_no_aux_loss():
+    method = make_method(subnet="vnet")
+    assert method.aux_weight == 0.0
+    out = method.train_step(batch(0), 0)
+    assert "loss_aux" not in out
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(attention_points=["f4"]), "attention_points"),
+    (dict(kernel_size=4), "kernel_size"),
+    (dict(sigma2=0.0), "sigma2"),
+    (dict(subnet="unet"), "subnet"),
+    (dict(n_layers=[1]), "n_layers"),
+])
+def test_bad_options_name_the_key(change, match):
+    config = TrainConfig(method="tsman", data=DataConfig(crop_size=SIZE), method_options=TSMANOptions(**change))
+    with pytest.raises(ConfigError, match=match):
+        TSMANMethod.validate_config(config)
+
+
+def test_crop_must_fit_the_subnet():
+    config = TrainConfig(method="tsman", data=DataConfig(crop_size=(16, 16, 18)), method_options=TSMANOptions())
+    with pytest.raises(ConfigError, match="multiples of 4"):
+        TSMANMethod.validate_config(config)
+
+
+def test_registered():
+    assert _METHODS["tsman"] is TSMANMethod
+    assert isinstance(make_method().model.stream_a, DenseVoxNet)
