@@ -1,0 +1,727 @@
+"""Pseudo labels for unlabelled volumes: model, data and hierarchical distillation (TSMAN Eq. (8)-(10)).
+
+TSMAN's self-training labels the unlabelled part ``U`` of the training set with
+models trained on the labelled part ``L``:
+
+* **model distillation (MD)**, Eq. (8): ``T`` models (different seeds and
+  iteration counts) each predict the volume; their softmax outputs are
+  averaged and the pseudo label is the argmax (:func:`model_distillation`).
+* **data distillation (DD)**, Eq. (9): one model predicts ``K`` geometric
+  transforms ``h_k`` of the volume; each prediction is mapped back with
+  ``h_k^{-1}``, the softmax outputs are averaged, the label is the argmax
+  (:func:`data_distillation`).
+* **hierarchical distillation (HD)**, Eq. (10): ``T`` models x ``K``
+  transforms; each of the ``T * K`` back-transformed predictions casts one
+  hard vote per voxel and the label is the majority
+  (:func:`hierarchical_distillation`). Ties (possible: 3 x 12 = 36 votes) go
+  to the tied class with the highest mean softmax over the ``T * K``
+  predictions, and a remaining tie (mean softmax equal in floating point) to
+  the lowest class index (the library's argmax convention, SPEC "Conventions").
+
+The argmax of MD and DD also sends ties to the lowest class index.
+
+**The K = 12 transforms.** The paper uses "combinations of four rotations and
+three flips". Here (default :data:`DD_TRANSFORMS`): rotate by ``k * 90°``,
+``k = 0..3``, in the acquisition plane (spatial axes X, Y; the slice axis Z is
+never moved, as in training augmentation, so every transformed volume looks
+like a training crop), then apply one of {no flip, flip X, flip Y}. Inverse:
+undo the flip, then rotate by ``-k * 90°``. These are 12 transforms but only
+8 distinct ones: ``flip Y ∘ rot k`` equals ``flip X ∘ rot (k + 2)``, so each of
+the 4 in-plane reflections appears twice and each pure rotation once. We keep
+the paper's count (and so its weighting) rather than silently dropping to 8;
+``data_distillation_transforms(flip_axes=(None, 0, 2))`` gives 12 distinct
+transforms (the third "flip" mirrors the slice axis) for data where that is a
+plausible view.
+
+**Whole volumes or tensor batches.** Every function takes ``x (Tensor[B, C_in, X, Y, Z])``
+and either runs the model on it directly (``patch_size=None``: a batch of
+crops whose sizes the network accepts) or through
+:func:`pyseg_noise.inference.sliding_window_inference` (``patch_size=(px, py, pz)``:
+whole volumes of any size, LA convention). A "model" is an ``nn.Module`` or a
+callable, handled as :func:`~pyseg_noise.inference.sliding_window_inference`
+handles it: one with a ``predict`` method (TSMAN) returns probabilities,
+otherwise logits are expected (see ``output``).
+
+**On disk.** :func:`distill_dataset` labels the cases of a dataset folder and
+:func:`write_pseudo_labels` stores them in the dataset's own layout, either
+inside the dataset (LA ``.h5``: dataset ``label_pseudo`` in every training
+case; NIfTI: folder ``labelsTr_pseudo/``; unlabelled cases get their pseudo
+label, the others a copy of their label, as :func:`pyseg_noise.data.corrupt_dataset`
+does for noisy labels — train with ``LAH5Dataset(root, label_key="label_pseudo")`` /
+``NiftiDataset(root, label_dir="labelsTr_pseudo")``, i.e. ``data.noisy_labels: pseudo``)
+or into a separate folder of per-case files (``<case>.h5`` with a ``label``
+dataset, or ``<case>.nii.gz``) that a dataset reads through ``label_paths=``
+(``data.label_overrides``), leaving the dataset untouched.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pyseg_noise.inference import sliding_window_inference
+
+from .registry import Distiller, register_distiller
+
+__all__ = [
+    "GeometricTransform",
+    "data_distillation_transforms",
+    "DD_TRANSFORMS",
+    "predict_probs",
+    "model_distillation",
+    "data_distillation",
+    "hierarchical_distillation",
+    "majority_vote",
+    "distill",
+    "DISTILLATION_METHODS",
+    "read_case_image",
+    "distill_dataset",
+    "write_pseudo_labels",
+]
+
+PathLike = Union[str, Path]
+Model = Union[nn.Module, Callable[[Tensor], Tensor]]
+
+#: names accepted by :func:`distill` and :func:`distill_dataset`
+DISTILLATION_METHODS = ("md", "dd", "hd")
+
+_AXIS_NAMES = "XYZ"
+
+
+@dataclass(frozen=True)
+class GeometricTransform:
+    """One DD transform: rotate ``k`` quarter turns in ``plane``, then flip spatial axis ``flip``.
+
+    Axes are spatial axes of a volume (0 = X, 1 = Y, 2 = Z); the rotation is
+    ``torch.rot90(x, k, dims=plane)`` (``numpy.rot90``'s direction: from the
+    first axis of the plane towards the second). The flip is applied to the
+    rotated volume.
+
+    Attributes:
+        k: quarter turns, 0..3.
+        flip: spatial axis flipped after the rotation, or None.
+        plane: the two spatial axes of the rotation plane. Default (0, 1) (X, Y).
+
+    Example:
+        >>> t = GeometricTransform(k=1, flip=0)
+        >>> x = torch.randn(1, 2, 4, 6, 3)
+        >>> t.apply(x).shape
+        torch.Size([1, 2, 6, 4, 3])
+        >>> torch.equal(t.invert(t.apply(x)), x)
+        True
+    """
+
+    k: int
+    flip: Optional[int] = None
+    plane: tuple[int, int] = (0, 1)
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 0 <= self.k <= 3:
+            raise ValueError(f"GeometricTransform: k must be an int in 0..3, got {self.k!r}")
+        if self.flip is not None and (isinstance(self.flip, bool) or self.flip not in (0, 1, 2)):
+            raise ValueError(f"GeometricTransform: flip must be None or a spatial axis 0, 1 or 2, got {self.flip!r}")
+        plane = tuple(self.plane)
+        if len(plane) != 2 or any(a not in (0, 1, 2) for a in plane) or plane[0] == plane[1]:
+            raise ValueError(f"GeometricTransform: plane must be two different spatial axes in 0..2, got {self.plane!r}")
+        object.__setattr__(self, "plane", plane)
+
+    @property
+    def name(self) -> str:
+        """e.g. ``"rot90x1+flipX"`` (``"identity"`` for k=0 without flip)."""
+        parts = [f"rot90x{self.k}"] if self.k else []
+        if self.flip is not None:
+            parts.append(f"flip{_AXIS_NAMES[self.flip]}")
+        return "+".join(parts) or "identity"
+
+    @staticmethod
+    def _dims(x: Tensor, axes: Sequence[int]) -> list[int]:
+        if x.ndim < 3:
+            raise ValueError(f"GeometricTransform: expected Tensor[..., X, Y, Z], got shape {tuple(x.shape)}")
+        return [x.ndim - 3 + a for a in axes]
+
+    def apply(self, x: Tensor) -> Tensor:
+        """``h_k(x)`` for ``x (Tensor[..., X, Y, Z])`` (leading batch/channel dims untouched)."""
+        y = torch.rot90(x, self.k, dims=self._dims(x, self.plane)) if self.k else x
+        if self.flip is not None:
+            y = torch.flip(y, dims=self._dims(y, (self.flip,)))
+        return y
+
+    def invert(self, y: Tensor) -> Tensor:
+        """``h_k^{-1}(y)``: undo the flip, then rotate back."""
+        if self.flip is not None:
+            y = torch.flip(y, dims=self._dims(y, (self.flip,)))
+        return torch.rot90(y, -self.k, dims=self._dims(y, self.plane)) if self.k else y
+
+
+def data_distillation_transforms(flip_axes: Sequence[Optional[int]] = (None, 0, 1),
+                                 plane: Sequence[int] = (0, 1)) -> list[GeometricTransform]:
+    """The DD transforms: ``k = 0..3`` quarter turns in ``plane`` x the flips ``flip_axes``.
+
+    Order: rotations outer, flips inner (``[rot0, rot0+flipX, rot0+flipY, rot1, ...]``).
+
+    Args:
+        flip_axes: flips to combine with each rotation; None = no flip. Default
+            (None, 0, 1): the paper's 4 x 3 = 12 (8 distinct, see the module docstring).
+        plane: rotation plane (two spatial axes). Default (0, 1).
+
+    Raises:
+        ValueError: an empty or repeated ``flip_axes`` entry, or a bad axis.
+    """
+    flips = list(flip_axes)
+    if not flips or len(set(flips)) != len(flips):
+        raise ValueError(f"flip_axes must be non-empty without repeats, got {flip_axes!r}")
+    return [GeometricTransform(k, f, tuple(plane)) for k in range(4) for f in flips]
+
+
+#: the default 12 DD transforms (4 in-plane rotations x {none, flip X, flip Y})
+DD_TRANSFORMS: tuple[GeometricTransform, ...] = tuple(data_distillation_transforms())
+
+
+# ----------------------------------------------------------------------------- one prediction
+def _check_batch(x: Tensor, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 5 or x.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty Tensor[B, C_in, X, Y, Z], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+
+
+def _model_device(model) -> Optional[torch.device]:
+    """Where the model's weights live: an nn.Module's parameters, or a training Method's ``device``."""
+    if isinstance(model, nn.Module):
+        for t in model.parameters():
+            return t.device
+        return None
+    device = getattr(model, "device", None)
+    return torch.device(device) if isinstance(device, (str, torch.device)) else None
+
+
+def predict_probs(model: Model, x: Tensor, *, patch_size: Union[int, Sequence[int], None] = None,
+                  stride: Union[int, Sequence[int], None] = None, batch_size: int = 1,
+                  output: Optional[str] = None) -> Tensor:
+    """Class probabilities of ``model`` on ``x``, without gradients.
+
+    Args:
+        model: an ``nn.Module``, a callable, or a trained
+            :class:`~pyseg_noise.training.Method` (put it in eval mode first;
+            :func:`~pyseg_noise.training.load_trained` returns it so). ``output=None``:
+            a ``predict`` method is used and returns probabilities (TSMAN, a
+            Method), otherwise the call returns logits; ``"logits"`` / ``"probs"``
+            force one reading. The input goes to the model's device (its
+            parameters', or a Method's ``device``); the result comes back.
+        x (Tensor[B, C_in, X, Y, Z]): crops (``patch_size=None``) or whole volumes.
+        patch_size: None runs the model on ``x`` directly (an ``nn.Module`` in
+            ``eval()`` mode, restored afterwards); 3 ints (or one) run
+            :func:`~pyseg_noise.inference.sliding_window_inference` with that window.
+        stride: window stride; default half the patch (rounded up).
+        batch_size: windows per model call (sliding window only).
+        output: None, ``"logits"`` or ``"probs"``.
+
+    Returns:
+        probs (Tensor[B, C, X, Y, Z]), float32 (float64 for a float64 model), on ``x``'s device.
+
+    Raises:
+        TypeError / ValueError: bad ``x``, ``output`` or window settings, or a
+            model output of the wrong shape.
+    """
+    _check_batch(x)
+    if output not in (None, "logits", "probs"):
+        raise ValueError(f'output must be None, "logits" or "probs", got {output!r}')
+    device = _model_device(model)
+    xin = x.to(device) if device is not None else x
+    if patch_size is not None:
+        if stride is None:
+            p = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
+            stride = tuple(max(1, (int(s) + 1) // 2) for s in p)
+        probs = sliding_window_inference(xin, model, patch_size=patch_size, stride=stride, batch_size=batch_size,
+                                         output=output)
+        return probs.to(x.device)
+    use_predict = output is None and callable(getattr(model, "predict", None))
+    fn = model.predict if use_predict else model
+    was_training = model.training if isinstance(model, nn.Module) else None
+    if was_training:
+        model.eval()
+    try:
+        with torch.no_grad():
+            out = fn(xin)
+    finally:
+        if was_training:
+            model.train()
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor[B, C, X, Y, Z]")
+    if out.ndim != 5 or out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
+        raise ValueError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
+                         f"expected [{x.shape[0]}, C, {', '.join(map(str, x.shape[2:]))}]")
+    acc = torch.float64 if out.dtype == torch.float64 else torch.float32
+    out = out.to(acc)
+    probs = out if (use_predict or output == "probs") else torch.softmax(out, dim=1)
+    return probs.to(x.device)
+
+
+def _models_list(models) -> list:
+    if isinstance(models, (list, tuple, nn.ModuleList)):
+        models = list(models)
+    elif callable(models):
+        models = [models]
+    else:
+        raise TypeError(f"models must be a model, a callable or a sequence of them, got {type(models).__name__}")
+    if not models:
+        raise ValueError("models must hold at least one model")
+    return models
+
+
+def _transforms_list(transforms) -> list[GeometricTransform]:
+    transforms = list(DD_TRANSFORMS if transforms is None else transforms)
+    if not transforms:
+        raise ValueError("transforms must hold at least one GeometricTransform")
+    for t in transforms:
+        if not isinstance(t, GeometricTransform):
+            raise TypeError(f"transforms must hold GeometricTransform objects, got {type(t).__name__}")
+    return transforms
+
+
+# ----------------------------------------------------------------------------- the three distillations
+def model_distillation(models: Union[Model, Sequence[Model]], x: Tensor, **inference) -> Tensor:
+    """MD, TSMAN Eq. (8): the mean of the models' softmax outputs.
+
+    Args:
+        models: one model or a sequence of ``T`` models.
+        x (Tensor[B, C_in, X, Y, Z]).
+        **inference: ``patch_size``, ``stride``, ``batch_size``, ``output`` of :func:`predict_probs`.
+
+    Returns:
+        probs (Tensor[B, C, X, Y, Z]); the pseudo label is ``probs.argmax(1)``.
+
+    Example:
+        >>> probs = model_distillation([net_a, net_b, net_c], volume[None], patch_size=(112, 112, 80))  # doctest: +SKIP
+    """
+    models = _models_list(models)
+    total = None
+    for model in models:
+        p = predict_probs(model, x, **inference)
+        total = p if total is None else total.add_(p)
+    return total / len(models)
+
+
+def data_distillation(model: Model, x: Tensor, transforms: Optional[Sequence[GeometricTransform]] = None,
+                      **inference) -> Tensor:
+    """DD, TSMAN Eq. (9): mean softmax over ``K`` transforms, each mapped back to ``x``'s frame.
+
+    Args:
+        model: one model.
+        x (Tensor[B, C_in, X, Y, Z]).
+        transforms: default :data:`DD_TRANSFORMS` (12).
+        **inference: see :func:`predict_probs`. With ``patch_size=None`` the
+            model must accept the rotated sizes (odd ``k`` swaps X and Y).
+
+    Returns:
+        probs (Tensor[B, C, X, Y, Z]).
+    """
+    transforms = _transforms_list(transforms)
+    total = None
+    for t in transforms:
+        p = t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
+        total = p.clone() if total is None else total.add_(p)
+    return total / len(transforms)
+
+
+def majority_vote(votes: Tensor, mean_probs: Optional[Tensor] = None) -> Tensor:
+    """Per-voxel majority of hard votes; ties broken by ``mean_probs``, then the lowest class index.
+
+    Args:
+        votes (Tensor[B, C, *S]): number of votes per class (any real or integer dtype).
+        mean_probs (Tensor[B, C, *S] or None): tie-breaker among the classes
+            with the most votes; None = lowest index only.
+
+    Returns:
+        labels (Tensor[B, *S]) int64.
+
+    Example:
+        >>> votes = torch.tensor([[[2.], [2.], [1.]]])      # B=1, C=3, one voxel: classes 0 and 1 tie
+        >>> majority_vote(votes).tolist(), majority_vote(votes, torch.tensor([[[.3], [.5], [.2]]])).tolist()
+        ([[0]], [[1]])
+    """
+    if votes.ndim < 2:
+        raise ValueError(f"votes must be Tensor[B, C, *S], got shape {tuple(votes.shape)}")
+    top = votes.max(dim=1, keepdim=True).values
+    tied = votes == top
+    if mean_probs is None:
+        # argmax returns the first maximal index: the lowest tied class
+        return tied.to(torch.uint8).argmax(dim=1)
+    if mean_probs.shape != votes.shape:
+        raise ValueError(f"mean_probs shape {tuple(mean_probs.shape)} must equal votes shape {tuple(votes.shape)}")
+    key = torch.where(tied, mean_probs.to(torch.float64), torch.full_like(mean_probs, -1.0, dtype=torch.float64))
+    return key.argmax(dim=1)
+
+
+def hierarchical_distillation(models: Union[Model, Sequence[Model]], x: Tensor,
+                              transforms: Optional[Sequence[GeometricTransform]] = None, *,
+                              return_votes: bool = False, **inference):
+    """HD, TSMAN Eq. (10): majority vote of ``T`` models x ``K`` transforms (hard labels).
+
+    Each back-transformed prediction votes for its argmax class at every
+    voxel; the label is the class with the most votes, ties going to the tied
+    class of highest mean softmax and then to the lowest index (module docstring).
+
+    Args:
+        models: ``T`` models (one model = DD with voting instead of averaging).
+        x (Tensor[B, C_in, X, Y, Z]).
+        transforms: default :data:`DD_TRANSFORMS` (``[GeometricTransform(0)]`` = MD with voting).
+        return_votes: also return the vote counts and the mean softmax.
+        **inference: see :func:`predict_probs`.
+
+    Returns:
+        labels (Tensor[B, X, Y, Z]) int64, or ``(labels, votes (Tensor[B, C, X, Y, Z]) int64,
+        mean_probs (Tensor[B, C, X, Y, Z]))`` with ``return_votes=True``.
+    """
+    models = _models_list(models)
+    transforms = _transforms_list(transforms)
+    votes = prob_sum = None
+    for model in models:
+        for t in transforms:
+            p = t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
+            if votes is None:
+                votes = torch.zeros(p.shape, dtype=torch.int64, device=p.device)
+                prob_sum = torch.zeros_like(p)
+            votes.scatter_add_(1, p.argmax(dim=1, keepdim=True), torch.ones_like(votes[:, :1]))
+            prob_sum.add_(p)
+    mean_probs = prob_sum / (len(models) * len(transforms))
+    labels = majority_vote(votes, mean_probs)
+    return (labels, votes, mean_probs) if return_votes else labels
+
+
+def distill(method: str, models: Union[Model, Sequence[Model]], x: Tensor,
+            transforms: Optional[Sequence[GeometricTransform]] = None, **inference) -> Tensor:
+    """Pseudo labels (Tensor[B, X, Y, Z] int64) of ``x`` by ``"md"``, ``"dd"`` or ``"hd"``.
+
+    ``"dd"`` uses the first model only (TSMAN's Table 1 runs DD once per base model).
+
+    Raises:
+        ValueError: unknown ``method``.
+    """
+    if method not in DISTILLATION_METHODS:
+        raise ValueError(f"method must be one of {DISTILLATION_METHODS}, got {method!r}")
+    if method == "md":
+        return model_distillation(models, x, **inference).argmax(dim=1)
+    if method == "dd":
+        return data_distillation(_models_list(models)[0], x, transforms, **inference).argmax(dim=1)
+    return hierarchical_distillation(models, x, transforms, **inference)
+
+
+# ----------------------------------------------------------------------------- datasets on disk
+def _layout(root: Path, layout: Optional[str]) -> str:
+    from pyseg_noise.data import detect_layout
+
+    layout = detect_layout(root) if layout is None else layout
+    if layout not in ("h5", "nifti"):
+        raise ValueError(f"layout must be 'h5', 'nifti' or None, got {layout!r}")
+    return layout
+
+
+def read_case_image(root: PathLike, case: str, *, layout: Optional[str] = None, split: str = "train",
+                    normalize: bool = True) -> np.ndarray:
+    """The image of one case (``ndarray[C, X, Y, Z]`` float32, z-scored as the datasets do), no label needed.
+
+    Raises:
+        FileNotFoundError: the case's image file(s).
+        ValueError: unreadable file, or NaN/inf in the image.
+    """
+    from pyseg_noise.data import LA_FILE_NAME, read_dataset_json, zscore
+    from pyseg_noise.data.nifti import split_dirs
+    from pyseg_noise.data.volume_io import read_h5, read_nifti, require_file
+
+    root = Path(root)
+    layout = _layout(root, layout)
+    if layout == "h5":
+        path = require_file(root / case / LA_FILE_NAME, f"h5 file of case {case!r}")
+        image = read_h5(path, "image", what="LA h5 file").astype(np.float32)[None]
+    else:
+        info = read_dataset_json(root)
+        image_dir = root / split_dirs(split)[0]
+        n = info["num_channels"] or max(1, len(list(image_dir.glob(f"{case}_[0-9][0-9][0-9][0-9]{info['file_ending']}"))))
+        chans = []
+        for c in range(n):
+            p = require_file(image_dir / f"{case}_{c:04d}{info['file_ending']}", f"image file of case {case!r}")
+            chans.append(read_nifti(p, what="image file", as_float=True)[0])
+        image = np.stack(chans).astype(np.float32)
+    if not np.all(np.isfinite(image)):
+        raise ValueError(f"image of case {case!r} in {root} contains NaN or inf")
+    return zscore(image) if normalize else image
+
+
+def distill_dataset(models: Union[Model, Sequence[Model]], root: PathLike, cases: Sequence[str], *,
+                    method: str = "hd", layout: Optional[str] = None, split: str = "train",
+                    transforms: Optional[Sequence[GeometricTransform]] = None,
+                    patch_size: Union[int, Sequence[int]] = (112, 112, 80),
+                    stride: Union[int, Sequence[int]] = (18, 18, 4), batch_size: int = 1,
+                    progress: bool = False) -> dict[str, np.ndarray]:
+    """Pseudo labels of whole volumes ``cases`` of a dataset folder (sliding-window inference).
+
+    Args:
+        models: the ``T`` base models (``"dd"`` uses the first).
+        root: dataset folder (LA h5 or NIfTI layout).
+        cases: the unlabelled cases to label.
+        method: ``"md"``, ``"dd"`` or ``"hd"`` (TSMAN's default: ``"hd"``).
+        layout: ``"h5"``, ``"nifti"`` or None (detected).
+        split: the split the cases belong to (NIfTI: ``imagesTr`` for ``"train"``).
+        transforms: DD transforms (default :data:`DD_TRANSFORMS`).
+        patch_size, stride, batch_size: sliding window (LA defaults).
+        progress: a progress bar over the cases.
+
+    Returns:
+        ``{case: ndarray[X, Y, Z] uint8}`` (int16 when there are more than 255 classes).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if method not in DISTILLATION_METHODS:
+        raise ValueError(f"method must be one of {DISTILLATION_METHODS}, got {method!r}")
+    models = _models_list(models)
+    layout = _layout(root, layout)
+    it = list(cases)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"distill ({method})", unit="case")
+    out: dict[str, np.ndarray] = {}
+    for case in it:
+        image = torch.from_numpy(read_case_image(root, case, layout=layout, split=split))[None]
+        labels = distill(method, models, image, transforms, patch_size=patch_size, stride=stride,
+                         batch_size=batch_size)[0].cpu().numpy()
+        out[case] = labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.int16)
+    return out
+
+
+def _training_cases(root: Path, layout: str) -> list[str]:
+    from pyseg_noise.data import find_case_list, read_case_list, read_dataset_json
+    from pyseg_noise.data.nifti import list_label_cases
+
+    if layout == "h5":
+        return read_case_list(find_case_list(root, "train"))
+    return list_label_cases(root / "labelsTr", read_dataset_json(root)["file_ending"])
+
+
+def write_pseudo_labels(root: PathLike, labels: Mapping[str, np.ndarray], *, layout: Optional[str] = None,
+                        out_dir: Optional[PathLike] = None, suffix: str = "pseudo",
+                        source_label_key: str = "label", h5_key: str = "label", overwrite: bool = True) -> dict:
+    """Store pseudo labels in the dataset's layout (see the module docstring).
+
+    Two modes:
+
+    * ``out_dir=None`` (inside the dataset): LA h5 — dataset ``label_<suffix>`` in
+      every training case's ``mri_norm2.h5`` (pseudo label for the cases in
+      ``labels``, a copy of ``source_label_key`` for the others); NIfTI — folder
+      ``labelsTr_<suffix>/`` with every training case (pseudo labels written
+      with the image's affine, the others copied from ``labelsTr``). Train with
+      ``data.noisy_labels: <suffix>``.
+    * ``out_dir`` given: one file per case in ``labels`` only — ``<case>.h5``
+      (dataset ``label``) for the h5 layout, ``<case><file_ending>`` for NIfTI
+      — to use as ``label_paths`` / ``data.label_overrides``.
+
+    A ``pseudo_labels.json`` (inside ``out_dir``, or ``<root>/label_<suffix>_manifest.json`` /
+    ``<root>/labelsTr_<suffix>_manifest.json``) lists the pseudo-labelled cases.
+
+    Args:
+        root: dataset folder.
+        labels: ``{case: ndarray[X, Y, Z]}`` integer labels of training cases.
+        layout: ``"h5"``, ``"nifti"`` or None (detected).
+        out_dir: separate folder mode (created).
+        suffix: name suffix in the dataset mode (letters, digits, ``_``, ``-``).
+        source_label_key: h5 dataset copied for the cases without a pseudo label.
+        h5_key: dataset name in the per-case ``.h5`` files of the folder mode (a
+            dataset reads override files at its ``label_key``: ``"label"``, or
+            ``"label_<suffix>"`` when the run also sets ``data.noisy_labels``).
+        overwrite: replace existing pseudo labels (else FileExistsError).
+
+    Returns:
+        ``{"mode", "layout", "cases", "label_paths": {case: path}, "target", "manifest"}``
+        (``label_paths`` only names the pseudo-labelled cases; ``target`` is the h5 key
+        or folder to train from).
+
+    Raises:
+        FileNotFoundError: root or a case file missing.
+        FileExistsError: existing output with ``overwrite=False``.
+        ValueError: a case that is not a training case, a label of the wrong
+            shape or dtype, a bad ``suffix``.
+    """
+    import h5py
+
+    from pyseg_noise.data import LA_FILE_NAME, read_dataset_json
+    from pyseg_noise.data.volume_io import read_h5, require_file, write_nifti
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if not suffix or not all(ch.isalnum() or ch in "_-" for ch in suffix):
+        raise ValueError(f"suffix must be a non-empty name of letters, digits, '_' or '-', got {suffix!r}")
+    layout = _layout(root, layout)
+    train_cases = _training_cases(root, layout)
+    unknown = sorted(set(labels) - set(train_cases))
+    if unknown:
+        raise ValueError(f"labels names case(s) {unknown[:5]} that are not training cases of {root}")
+    for case, lab in labels.items():
+        arr = np.asarray(lab)
+        if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"pseudo label of case {case!r} must be an integer ndarray[X, Y, Z], "
+                             f"got dtype {arr.dtype} shape {arr.shape}")
+    info = read_dataset_json(root) if layout == "nifti" else None
+    ending = info["file_ending"] if info else ".h5"
+
+    def image_template(case):
+        import nibabel as nib
+
+        p = require_file(root / "imagesTr" / f"{case}_0000{ending}", f"image file of case {case!r}")
+        return nib.load(str(p))
+
+    def check_shape(case, arr, shape):
+        if tuple(arr.shape) != tuple(shape):
+            raise ValueError(f"pseudo label of case {case!r} has shape {tuple(arr.shape)} but its image has "
+                             f"{tuple(shape)}")
+
+    paths: dict[str, str] = {}
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise FileExistsError(f"{out} is not empty (overwrite=False)")
+        out.mkdir(parents=True, exist_ok=True)
+        for case, lab in labels.items():
+            arr = np.asarray(lab)
+            if layout == "h5":
+                with h5py.File(require_file(root / case / LA_FILE_NAME, f"h5 file of case {case!r}"), "r") as f:
+                    check_shape(case, arr, f["image"].shape)
+                dst = out / f"{case}.h5"
+                with h5py.File(dst, "w") as f:
+                    f.create_dataset(h5_key, data=arr, compression="gzip")
+            else:
+                tpl = image_template(case)
+                check_shape(case, arr, tpl.shape[:3])
+                dst = out / f"{case}{ending}"
+                write_nifti(dst, arr, template=tpl)
+            paths[case] = str(dst)
+        mode, target, manifest = "folder", str(out), out / "pseudo_labels.json"
+    elif layout == "h5":
+        key = f"label_{suffix}"
+        files = {c: require_file(root / c / LA_FILE_NAME, f"h5 file of case {c!r}") for c in train_cases}
+        if not overwrite:
+            for c, p in files.items():
+                with h5py.File(p, "r") as f:
+                    if key in f:
+                        raise FileExistsError(f"{p} already holds dataset {key!r} (overwrite=False)")
+        for c, p in files.items():
+            if c in labels:
+                arr = np.asarray(labels[c])
+                with h5py.File(p, "r") as f:
+                    check_shape(c, arr, f["image"].shape)
+            else:
+                arr = read_h5(p, source_label_key, what="LA h5 file")
+            with h5py.File(p, "r+") as f:
+                if key in f:
+                    del f[key]
+                f.create_dataset(key, data=arr, compression="gzip")
+            if c in labels:
+                paths[c] = str(p)
+        mode, target, manifest = "dataset", key, root / f"{key}_manifest.json"
+    else:
+        clean_dir, dst_dir = root / "labelsTr", root / f"labelsTr_{suffix}"
+        if dst_dir.exists():
+            if not overwrite:
+                raise FileExistsError(f"{dst_dir} already exists (overwrite=False)")
+            shutil.rmtree(dst_dir)
+        dst_dir.mkdir(parents=True)
+        for c in train_cases:
+            dst = dst_dir / f"{c}{ending}"
+            if c in labels:
+                arr = np.asarray(labels[c])
+                tpl = image_template(c)
+                check_shape(c, arr, tpl.shape[:3])
+                write_nifti(dst, arr, template=tpl)
+                paths[c] = str(dst)
+            else:
+                shutil.copyfile(clean_dir / f"{c}{ending}", dst)
+        mode, target, manifest = "dataset", dst_dir.name, root / f"{dst_dir.name}_manifest.json"
+    record = {"mode": mode, "layout": layout, "cases": sorted(labels), "target": target}
+    manifest.write_text(json.dumps(record, indent=1))
+    return {**record, "label_paths": paths, "manifest": str(manifest)}
+
+
+# ----------------------------------------------------------------------------- command line
+def _flip_axis(name: str) -> Optional[int]:
+    table = {"none": None, "x": 0, "y": 1, "z": 2}
+    if name.lower() not in table:
+        raise ValueError(f"--flips takes none, x, y or z, got {name!r}")
+    return table[name.lower()]
+
+
+class _DistillCommand(Distiller):
+    """``pyseg-noise distill {md,dd,hd}``: pseudo labels from trained runs, written in the dataset's layout."""
+
+    name = ""
+    help = ""
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--runs", nargs="+", required=True, metavar="RUN",
+                            help="run folders (or checkpoint files) of the trained base models (dd uses the first)")
+        parser.add_argument("--data", required=True, help="dataset folder (LA h5 or NIfTI layout)")
+        parser.add_argument("--cases", nargs="+", default=None, help="cases to label (default: every training case)")
+        parser.add_argument("--cases-file", default=None, help="a file with one case name per line")
+        parser.add_argument("--out", default=None,
+                            help="write <case>.h5/.nii.gz files into this folder (use as data.label_overrides); "
+                                 "without it the labels go into the dataset as label_<suffix> / labelsTr_<suffix>")
+        parser.add_argument("--suffix", default="pseudo", help="name suffix inside the dataset (default: pseudo)")
+        parser.add_argument("--patch", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
+                            help="sliding-window patch (default: the first run's data.crop_size)")
+        parser.add_argument("--stride", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
+                            help="sliding-window stride (default: the first run's val_stride)")
+        parser.add_argument("--flips", nargs="+", default=["none", "x", "y"],
+                            help="flips combined with the 4 in-plane rotations (default: none x y)")
+        parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+        parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+
+    def run(self, args) -> int:
+        from pyseg_noise.data import read_case_list
+
+        from .trainer import load_trained
+
+        models = [load_trained(r, args.device) for r in args.runs]
+        cfg = models[0].config
+        if args.cases_file:
+            cases = read_case_list(args.cases_file)
+        elif args.cases:
+            cases = list(args.cases)
+        else:
+            cases = _training_cases(Path(args.data), _layout(Path(args.data), None))
+        transforms = data_distillation_transforms([_flip_axis(f) for f in args.flips])
+        labels = distill_dataset(models, args.data, cases, method=self.name, transforms=transforms,
+                                 patch_size=tuple(args.patch or cfg.data.crop_size),
+                                 stride=tuple(args.stride or cfg.val_stride), batch_size=args.batch_size,
+                                 progress=True)
+        info = write_pseudo_labels(args.data, labels, out_dir=args.out, suffix=args.suffix)
+        print(f"{len(labels)} pseudo labels ({self.name}, {len(models)} model(s) x {len(transforms)} transform(s)) "
+              f"-> {info['target']}")
+        return 0
+
+
+@register_distiller
+class DistillMD(_DistillCommand):
+    name = "md"
+    help = "model distillation (TSMAN Eq. 8): mean softmax of several trained runs"
+
+
+@register_distiller
+class DistillDD(_DistillCommand):
+    name = "dd"
+    help = "data distillation (TSMAN Eq. 9): one run, mean softmax over 12 rotations/flips"
+
+
+@register_distiller
+class DistillHD(_DistillCommand):
+    name = "hd"
+    help = "hierarchical distillation (TSMAN Eq. 10): majority vote of runs x 12 rotations/flips"

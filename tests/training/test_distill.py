@@ -1,0 +1,244 @@
+"""Distillation: exact inverse transforms, MD/DD/HD against hand-built cases, sliding window, pseudo labels on disk."""
+import copy
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pyseg_noise.data import LAH5Dataset, NiftiDataset, generate_synthetic_dataset
+from pyseg_noise.models import VNet
+from pyseg_noise.training.distill import (
+    DD_TRANSFORMS,
+    GeometricTransform,
+    data_distillation,
+    data_distillation_transforms,
+    distill,
+    distill_dataset,
+    hierarchical_distillation,
+    majority_vote,
+    model_distillation,
+    predict_probs,
+    read_case_image,
+    write_pseudo_labels,
+)
+from pyseg_noise.training.registry import _DISTILLERS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def identity(x):
+    """A "network" whose logits are its input: any transform error shows in the output."""
+    return x
+
+
+# ----------------------------------------------------------------------------- the 12 transforms
+def test_the_12_transforms_are_the_documented_ones():
+    assert len(DD_TRANSFORMS) == 12
+    assert [(t.k, t.flip) for t in DD_TRANSFORMS] == [(k, f) for k in range(4) for f in (None, 0, 1)]
+    assert all(t.plane == (0, 1) for t in DD_TRANSFORMS)
+    # as documented: 8 distinct maps (flip Y o rot k == flip X o rot k+2)
+    x = torch.arange(4 * 4 * 3.0).reshape(1, 1, 4, 4, 3)
+    images = {tuple(t.apply(x).flatten().tolist()) for t in DD_TRANSFORMS}
+    assert len(images) == 8
+    # the slice axis is never moved
+    for t in DD_TRANSFORMS:
+        assert t.apply(x).shape[-1] == 3
+    distinct = data_distillation_transforms(flip_axes=(None, 0, 2))
+    assert len({tuple(t.apply(x).flatten().tolist()) for t in distinct}) == 12
+
+
+@pytest.mark.parametrize("t", DD_TRANSFORMS, ids=lambda t: t.name)
+def test_each_transform_is_inverted_exactly(t):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 5, 4)  # X != Y: an odd rotation swaps them
+    y = t.apply(x)
+    assert torch.equal(t.invert(y), x)
+    # an identity network through DD with this one transform gives back its input, bit for bit
+    probs = torch.softmax(x, 1)
+    assert torch.equal(data_distillation(identity, probs, [t], output="probs"), probs)
+    torch.testing.assert_close(data_distillation(identity, x, [t]), probs)
+
+
+def test_rotation_direction_matches_numpy():
+    x = np.arange(6 * 5 * 2).reshape(6, 5, 2)
+    t = GeometricTransform(k=1, flip=1)
+    out = t.apply(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    np.testing.assert_array_equal(out, np.flip(np.rot90(x, 1, axes=(0, 1)), axis=1))
+
+
+def test_dd_of_an_equivariant_model_is_the_model():
+    torch.manual_seed(1)
+    x = torch.randn(1, 2, 8, 8, 4)
+    torch.testing.assert_close(data_distillation(identity, x), torch.softmax(x, 1))
+    assert torch.equal(hierarchical_distillation([identity, identity], x), x.argmax(1))
+
+
+def test_transform_arguments_are_checked():
+    with pytest.raises(ValueError, match="k must be"):
+        GeometricTransform(k=4)
+    with pytest.raises(ValueError, match="flip"):
+        GeometricTransform(k=0, flip=3)
+    with pytest.raises(ValueError, match="plane"):
+        GeometricTransform(k=1, plane=(1, 1))
+    with pytest.raises(ValueError, match="flip_axes"):
+        data_distillation_transforms(flip_axes=(0, 0))
+
+
+# ----------------------------------------------------------------------------- MD / HD
+def tiny_vnet(seed):
+    torch.manual_seed(seed)
+    return VNet(1, 3, n_filters=2, has_dropout=False)
+
+
+def test_md_of_identical_models_equals_one_model():
+    net = tiny_vnet(0)
+    x = torch.randn(2, 1, 16, 16, 16)
+    single = predict_probs(net, x)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(single, torch.softmax(net(x), 1))
+    torch.testing.assert_close(model_distillation([net, copy.deepcopy(net), copy.deepcopy(net)], x), single)
+    other = tiny_vnet(1)
+    expected = (single + predict_probs(other, x)) / 2
+    torch.testing.assert_close(model_distillation([net, other], x), expected)
+
+
+def constant(logits):
+    return lambda x: logits.expand(x.shape[0], *logits.shape[1:])
+
+
+def test_hd_majority_vote_hand_built():
+    # 3 voxels, 3 classes; three "models" (no transform: T x 1 votes)
+    def logits(*preds):  # a one-hot-ish logit per voxel
+        z = torch.full((1, 3, 3, 1, 1), -2.0)
+        for v, c in enumerate(preds):
+            z[0, c, v] = 2.0
+        return z
+
+    models = [constant(logits(0, 1, 2)), constant(logits(0, 2, 1)), constant(2 * logits(1, 2, 0))]
+    labels, votes, mean_probs = hierarchical_distillation(models, torch.zeros(1, 1, 3, 1, 1),
+                                                          [GeometricTransform(0)], return_votes=True)
+    assert votes[0, :, :, 0, 0].T.tolist() == [[2, 1, 0], [0, 1, 2], [1, 1, 1]]
+    # voxel 0: class 0 wins 2:1; voxel 1: class 2 wins 2:1; voxel 2: a three-way tie, and the
+    # third model's vote (class 0) is the most confident -> class 0 by the mean softmax
+    assert labels[0, :, 0, 0].tolist() == [0, 2, 0]
+    # an exact tie (two classes, mirrored predictions: the mean softmax ties bit for bit): the lowest class
+    mirrored = [constant(torch.tensor([2.0, -2.0]).reshape(1, 2, 1, 1, 1)),
+                constant(torch.tensor([-2.0, 2.0]).reshape(1, 2, 1, 1, 1))]
+    assert hierarchical_distillation(mirrored, torch.zeros(1, 1, 1, 1, 1), [GeometricTransform(0)]).item() == 0
+    assert hierarchical_distillation(mirrored[::-1], torch.zeros(1, 1, 1, 1, 1), [GeometricTransform(0)]).item() == 0
+    # a tie broken by the mean softmax: two votes each, class 1's votes are more confident
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 6.0])
+    m = [constant(v.reshape(1, 2, 1, 1, 1)) for v in (a, a, b, b)]
+    assert hierarchical_distillation(m, torch.zeros(1, 1, 1, 1, 1), [GeometricTransform(0)]).item() == 1
+    # majority_vote alone
+    assert majority_vote(torch.tensor([[[1], [3], [3]]])).tolist() == [[1]]
+    assert majority_vote(torch.tensor([[[1.], [3.], [3.]]]), torch.tensor([[[.5], [.2], [.3]]])).tolist() == [[2]]
+
+
+def test_md_and_dd_argmax_ties_go_to_the_lowest_class():
+    z = torch.zeros(1, 3, 2, 2, 1)
+    assert distill("md", [identity], z).eq(0).all()
+    assert distill("dd", [identity], z).eq(0).all()
+    with pytest.raises(ValueError, match="method"):
+        distill("xd", [identity], z)
+
+
+def test_sliding_window_path_equals_the_direct_path():
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 12, 10, 6)
+    # an equivariant "network": overlapping windows average identical values
+    direct = data_distillation(identity, x)
+    windows = data_distillation(identity, x, patch_size=(8, 8, 4), stride=(4, 3, 2))
+    torch.testing.assert_close(windows, direct)
+    net = tiny_vnet(3)
+    v = torch.randn(1, 1, 16, 16, 16)
+    torch.testing.assert_close(model_distillation([net], v, patch_size=16), model_distillation([net], v))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="Tensor\\[B, C_in, X, Y, Z\\]"):
+        model_distillation([identity], torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="at least one"):
+        model_distillation([], torch.zeros(1, 1, 2, 2, 2))
+    with pytest.raises(TypeError, match="models"):
+        model_distillation(3, torch.zeros(1, 1, 2, 2, 2))
+
+
+# ----------------------------------------------------------------------------- on disk
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("distill")
+    h5 = generate_synthetic_dataset(base / "h5", n_train=3, n_test=1, shape=(16, 16, 16), seed=0)
+    nii = generate_synthetic_dataset(base / "nii", n_train=3, n_test=1, shape=(16, 16, 16), layout="nifti", seed=0)
+    return h5, nii
+
+
+def fake_label(case, shape):
+    return (np.indices(shape).sum(0) % (2 + int(case[-1]) % 2)).astype(np.uint8) % 2
+
+
+@pytest.mark.parametrize("layout", ["h5", "nifti"])
+def test_pseudo_labels_inside_the_dataset_are_read_back(datasets, layout):
+    info = datasets[0] if layout == "h5" else datasets[1]
+    root = info["root"]
+    train = info["train"]
+    pseudo = {c: fake_label(c, (16, 16, 16)) for c in train[1:]}
+    out = write_pseudo_labels(root, pseudo)
+    assert out["mode"] == "dataset" and sorted(out["label_paths"]) == sorted(pseudo)
+    if layout == "h5":
+        ds = LAH5Dataset(root, "train", label_key="label_pseudo", crop_size=None, augment=False)
+        clean = LAH5Dataset(root, "train", crop_size=None, augment=False)
+    else:
+        ds = NiftiDataset(root, "train", label_dir="labelsTr_pseudo", crop_size=None, augment=False)
+        clean = NiftiDataset(root, "train", crop_size=None, augment=False)
+    for i, case in enumerate(ds.cases):
+        got = ds[i]["label"].numpy()
+        expected = pseudo[case] if case in pseudo else clean[i]["label"].numpy()
+        np.testing.assert_array_equal(got, expected)
+    manifest = json.loads(open(out["manifest"]).read())
+    assert manifest["cases"] == sorted(pseudo)
+    with pytest.raises(FileExistsError):
+        write_pseudo_labels(root, pseudo, overwrite=False)
+
+
+@pytest.mark.parametrize("layout", ["h5", "nifti"])
+def test_pseudo_label_folder_is_a_label_override(datasets, tmp_path, layout):
+    info = datasets[0] if layout == "h5" else datasets[1]
+    root, train = info["root"], info["train"]
+    pseudo = {train[0]: fake_label(train[0], (16, 16, 16))}
+    out = write_pseudo_labels(root, pseudo, out_dir=tmp_path / "pl")
+    assert out["mode"] == "folder"
+    paths = out["label_paths"]
+    cls = LAH5Dataset if layout == "h5" else NiftiDataset
+    ds = cls(root, "train", label_paths=paths, crop_size=None, augment=False)
+    np.testing.assert_array_equal(ds[0]["label"].numpy(), pseudo[train[0]])
+    with pytest.raises(ValueError, match="not training cases"):
+        write_pseudo_labels(root, {"nope": pseudo[train[0]]}, out_dir=tmp_path / "pl2")
+    with pytest.raises(ValueError, match="shape"):
+        write_pseudo_labels(root, {train[0]: np.zeros((4, 4, 4), np.uint8)}, out_dir=tmp_path / "pl3")
+
+
+def test_distill_dataset_labels_whole_volumes(datasets):
+    info = datasets[0]
+    torch.manual_seed(4)
+    net = VNet(1, 2, n_filters=2, has_dropout=False)
+    cases = info["train"][:2]
+    labels = distill_dataset([net], info["root"], cases, method="hd", patch_size=(16, 16, 16), stride=(8, 8, 8),
+                             transforms=[GeometricTransform(0)])
+    for case in cases:
+        image = torch.from_numpy(read_case_image(info["root"], case))[None]
+        np.testing.assert_array_equal(labels[case], predict_probs(net, image).argmax(1)[0].numpy())
+        assert labels[case].dtype == np.uint8 and labels[case].shape == (16, 16, 16)
+
+
+def test_distillers_are_registered():
+    assert {"md", "dd", "hd"} <= set(_DISTILLERS)
