@@ -16,6 +16,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace pyseg_noise {
@@ -237,6 +238,33 @@ inline bool any_nan(const T* v, int64_t cnt) {
   bool nan = false;
   for (int64_t j = 0; j < cnt; ++j) nan |= std::isnan(v[j]);
   return nan;
+}
+
+// Loads n <= Vec::size() values of any floating (or integer) type S as a
+// Vectorized<T>; lanes past n are zero. Same-type loads stay a single loadu.
+template <typename T, typename S>
+inline at::vec::Vectorized<T> load_vec(const S* p, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  if constexpr (std::is_same_v<S, T>) {
+    return n == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, n);
+  } else {
+    T tmp[Vec::size()] = {};
+    for (int64_t q = 0; q < n; ++q) tmp[q] = static_cast<T>(p[q]);
+    return Vec::loadu(tmp);
+  }
+}
+
+// Stores the first n lanes of v into p, converting to S.
+template <typename S, typename T>
+inline void store_vec(S* p, const at::vec::Vectorized<T>& v, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  if constexpr (std::is_same_v<S, T>) {
+    if (n == Vec::size()) v.store(p); else v.store(p, n);
+  } else {
+    T tmp[Vec::size()];
+    v.store(tmp);
+    for (int64_t q = 0; q < n; ++q) p[q] = static_cast<S>(tmp[q]);
+  }
 }
 
 // Sums chunk partials in a fixed order.
