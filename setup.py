@@ -71,16 +71,18 @@ def _extensions():
 
 
 packages = find_packages(include=["pyseg_noise", "pyseg_noise.*"])
-packages.append("pyseg_noise.kernels")
+packages += ["pyseg_noise.kernels", "pyseg_noise.benchmarks"]
 
 setup(
     name="pyseg-noise",
     version="0.1.0",
     description="Fused CPU/Triton ops and training loops for 3D segmentation with noisy labels (PINT, TSMAN)",
     packages=packages,
-    # The Triton kernels live in the top-level kernels/ folder but install as
-    # pyseg_noise.kernels: a top-level `kernels` module would collide with PyPI's.
-    package_dir={"pyseg_noise.kernels": "kernels"},
+    # The Triton kernels and the benchmarks live in top-level folders but install
+    # as pyseg_noise.kernels / pyseg_noise.benchmarks: a top-level `kernels`
+    # module would collide with PyPI's, and `pyseg-noise bench` needs the
+    # benchmarks importable after a plain install.
+    package_dir={"pyseg_noise.kernels": "kernels", "pyseg_noise.benchmarks": "benchmarks"},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",

@@ -30,18 +30,24 @@ void pint_pixel_loss_kernel_impl(const Geometry& g, const scalar_t* logits, cons
         const int64_t cnt = std::min(kBlock, g.N - n0);
         pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
         pint_block_terms(buf, g.C, hard, normalize);
-        if (any_nan(buf.a, cnt)) nan_prob = true;
+        // NaN in teacher_prob makes u NaN: one check of the block's u sum.
+        Vec u_sum(T(0));
         Vec acc(T(0));
         for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-          const Vec alpha = (Vec(T(0)) - Vec::loadu(buf.a + j)).exp();
+          const Vec u = Vec::loadu(buf.a + j);
+          u_sum = u_sum + u;
+          const Vec alpha = (Vec(T(0)) - u).exp();
           const Vec l = alpha * Vec::loadu(buf.b + j) + (Vec(T(1)) - alpha) * Vec::loadu(buf.c + j);
           l.store(buf.d + j);  // argmax is no longer needed
+          acc = acc + l;
         }
-        for (int64_t j = cnt; j < kBlock; ++j) buf.d[j] = T(0);
-        for (int64_t j = 0; j < kBlock; j += Vec::size()) acc = acc + Vec::loadu(buf.d + j);
-        T lanes[Vec::size()];
-        acc.store(lanes);
-        for (int64_t l = 0; l < Vec::size(); ++l) chunk_sum += static_cast<double>(lanes[l]);
+        if (std::isnan(vec_sum(u_sum))) nan_prob = true;
+        if (cnt < kBlock) {  // tail block: sum the real voxels only
+          for (int64_t j = cnt; j < kBlock; ++j) buf.d[j] = T(0);
+          acc = Vec(T(0));
+          for (int64_t j = 0; j < kBlock; j += Vec::size()) acc = acc + Vec::loadu(buf.d + j);
+        }
+        chunk_sum += static_cast<double>(vec_sum(acc));
         if (store_map) {
           scalar_t* out = loss_map + b * g.N + n0;
           for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<scalar_t>(buf.d[j]);

@@ -28,8 +28,13 @@ inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool no
     }
     (acc * inv_c).store(buf.c + j);
   }
-  // ce = logsumexp(x) - x[target]: a gather, scalar.
-  for (int64_t j = 0; j < kBlock; ++j) buf.b[j] -= buf.x[buf.t[j] * kBlock + j];
+  // ce = logsumexp(x) - x[target], the gather done as C selects.
+  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
+    const Vec tf = Vec::loadu(buf.tf + j);
+    Vec xt(T(0));
+    for (int64_t c = 0; c < C; ++c) xt = Vec::blendv(xt, Vec::loadu(buf.x + c * kBlock + j), tf == Vec(T(c)));
+    (Vec::loadu(buf.b + j) - xt).store(buf.b + j);
+  }
 }
 
 // Writes into buf.s the gradient of w_ce * ce + w_mse * mse with respect to the

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .input_checks import check_positive_int, check_rate, check_volume_batch
-from .staged import StageGenerator, run_stages
+from .staged import OUTPUT, StageGenerator, run_stages
 
 
 class DenseLayer(nn.Sequential):
@@ -159,7 +159,7 @@ class DenseVoxNet(nn.Module):
         return dict(self._attention_channels)
 
     def forward_stages(self, x: torch.Tensor) -> StageGenerator:
-        """Staged forward pass (see :mod:`pyseg_noise.models.staged`); returns ``(logits, aux)``."""
+        """Staged forward pass (see :mod:`pyseg_noise.models.staged`); ends with ``(logits, aux)``."""
         check_volume_batch(x, self.in_channels, self.size_divisor, "DenseVoxNet")
         h = self.block1(self.stem(x))
         h = yield "f1", h
@@ -169,7 +169,7 @@ class DenseVoxNet(nn.Module):
         h = yield "f2", h
         h = self.upsample(h)
         h = yield "f3", h
-        return self.classifier(h), aux
+        yield OUTPUT, (self.classifier(h), aux)
 
     def forward(self, x: torch.Tensor, *, return_aux: bool | None = None):
         """Segment a batch of volumes.

@@ -10,8 +10,10 @@ that can sit in a :class:`~pyseg_noise.models.TSMAN` therefore exposes
 * ``forward_stages(x, **kwargs)`` — a generator that runs the network, and at
   each attention point yields ``(name, features)`` and continues with the
   features it is sent back (gated, or the same tensor). It finishes by
-  returning ``(logits, aux)`` (``aux`` is ``None`` for a network without an
-  auxiliary head).
+  yielding ``("output", (logits, aux))`` (``aux`` is ``None`` for a network
+  without an auxiliary head). The result is yielded rather than returned so that
+  the drivers never need ``StopIteration.value``, which ``torch.compile``
+  (Dynamo) cannot trace with ``fullgraph=True``; plain ``send`` loops it can.
 
 A single network's ``forward`` drives its own generator with :func:`run_stages`
 (sending every feature map back unchanged), so the single-network and the
@@ -23,7 +25,10 @@ from collections.abc import Generator
 
 import torch
 
-StageGenerator = Generator[tuple[str, torch.Tensor], torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]
+#: the name of the generator's last item, which carries ``(logits, aux)``
+OUTPUT = "output"
+
+StageGenerator = Generator[tuple[str, object], torch.Tensor, None]
 
 
 def run_stages(stages: StageGenerator) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -33,11 +38,9 @@ def run_stages(stages: StageGenerator) -> tuple[torch.Tensor, torch.Tensor | Non
         stages: the generator returned by ``net.forward_stages(x)``.
 
     Returns:
-        ``(logits, aux)`` as returned by the generator.
+        ``(logits, aux)``, the payload of the generator's ``"output"`` item.
     """
-    try:
-        _, features = next(stages)
-        while True:
-            _, features = stages.send(features)
-    except StopIteration as stop:
-        return stop.value
+    name, value = next(stages)
+    while name != OUTPUT:
+        name, value = stages.send(value)
+    return value

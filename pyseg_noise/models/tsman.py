@@ -26,6 +26,7 @@ from torch import nn
 from .attention import MutualChannelAttention, MutualSpatialAttention
 from .densevoxnet import DenseVoxNet
 from .input_checks import check_positive_int
+from .staged import OUTPUT
 from .vnet import VNet
 
 SUBNETS: dict[str, Callable[..., nn.Module]] = {"densevoxnet": DenseVoxNet, "vnet": VNet}
@@ -145,22 +146,17 @@ class TSMAN(nn.Module):
         # both generators validate x on their first step; stream a raises first
         name_a, h_a = next(stages_a)
         name_b, h_b = next(stages_b)
-        while True:
+        while name_a != OUTPUT:
             if name_a != name_b:  # only a broken sub-network can get here
                 raise RuntimeError(f"TSMAN streams out of step: {name_a!r} vs {name_b!r}")
             if name_a in self.attention:
                 h_a, h_b = self.attention[name_a](h_a, h_b)
-            try:
-                name_a, h_a = stages_a.send(h_a)
-            except StopIteration as stop:
-                logits_a, aux_a = stop.value
-                try:
-                    stages_b.send(h_b)
-                except StopIteration as stop_b:
-                    logits_b, aux_b = stop_b.value
-                    break
-                raise RuntimeError("TSMAN streams out of step: stream b has more stages")
+            name_a, h_a = stages_a.send(h_a)
             name_b, h_b = stages_b.send(h_b)
+        if name_b != OUTPUT:
+            raise RuntimeError(f"TSMAN streams out of step: {name_a!r} vs {name_b!r}")
+        logits_a, aux_a = h_a
+        logits_b, aux_b = h_b
         if self.training if return_aux is None else return_aux:
             return logits_a, logits_b, aux_a, aux_b
         return logits_a, logits_b

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .input_checks import check_positive_int, check_rate, check_volume_batch
-from .staged import StageGenerator, run_stages
+from .staged import OUTPUT, StageGenerator, run_stages
 
 ENCODER_CONVS = (1, 2, 3, 3, 3)
 DECODER_CONVS = (3, 3, 2, 1)
@@ -137,7 +137,7 @@ class VNet(nn.Module):
         return bool(dropout)
 
     def forward_stages(self, x: torch.Tensor, *, dropout: bool | None = None) -> StageGenerator:
-        """Staged forward pass (see :mod:`pyseg_noise.models.staged`); returns ``(logits, None)``."""
+        """Staged forward pass (see :mod:`pyseg_noise.models.staged`); ends with ``(logits, None)``."""
         check_volume_batch(x, self.in_channels, self.size_divisor, "VNet")
         drop = self._dropout_active(dropout)
         skips = []
@@ -155,7 +155,7 @@ class VNet(nn.Module):
             h = self.dec[j](self.up[j](h) + skips[3 - j])
         h = yield "f3", h
         h = self._dropout(h, drop)
-        return self.out_conv(h), None
+        yield OUTPUT, (self.out_conv(h), None)
 
     def forward(self, x: torch.Tensor, *, dropout: bool | None = None) -> torch.Tensor:
         """Segment a batch of volumes.

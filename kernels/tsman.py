@@ -1,0 +1,380 @@
+"""Triton kernels of TSMAN (SPEC 5-6): loss attention and attended cross-entropy.
+
+Loss attention is computed as
+  1. one pass over both streams' logits writing a compact disagreement map
+     ``d = argmax a != argmax b`` as uint8 ``[B, *S]`` (contiguous);
+  2. one separable 1-D Gaussian pass per smoothed axis over that map (zero
+     padding; intermediate maps in the accumulation dtype), the last pass
+     clamping to [0, 1] and casting to the logits' dtype.
+``tsman_loss`` fuses the cross-entropy into both ends: pass 1 also writes
+``ce_a + ce_b`` (so the logits are read once), and the last smoothing pass
+multiplies it by the attention it has just produced and reduces.
+
+Launchers take exactly their schema's positional arguments (see
+``csrc/ops.cpp``), trust validated arguments, accept any input strides and
+return new contiguous tensors in the logits' dtype.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .class_tile import first_argmax, load_tile, one_hot_tile, softmax_tile
+from .launch import acc_dtype, check_device, class_pad, portable_dtype, split_float, voxel_block
+from .reduction import finish_reduction
+from .voxel_layout import spatial_index, voxel_layout
+
+__all__ = [
+    "loss_attention",
+    "attended_cross_entropy",
+    "attended_cross_entropy_backward",
+    "tsman_loss",
+    "tsman_loss_backward",
+]
+
+_NUM_WARPS = 8  # 4096-element class tiles: 16 elements per thread
+_MAP_BLOCK = 1024  # voxels per program of the smoothing passes
+
+
+# --------------------------------------------------------------------------- SPEC 5
+
+
+@triton.jit
+def disagreement_kernel(
+    a_ptr,  # [B, C, *S] stream-a logits, any strides
+    b_ptr,  # [B, C, *S] stream-b logits, any strides
+    target_ptr,  # [B, *S] integer labels (FUSE_CE only)
+    d_ptr,  # [B, *S] contiguous uint8: argmax a != argmax b (output)
+    ce_ptr,  # [B, *S] contiguous ACC: ce_a + ce_b (output, FUSE_CE only)
+    n_voxels,  # N = prod(S)
+    D1, D2,  # inner merged spatial sizes
+    a_b_stride, a_c_stride, a_s0_stride, a_s1_stride, a_s2_stride,
+    b_b_stride, b_c_stride, b_s0_stride, b_s1_stride, b_s2_stride,
+    target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
+    C: tl.constexpr, C_PAD: tl.constexpr,
+    FUSE_CE: tl.constexpr,  # also write ce_a + ce_b
+    ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    bi = tl.program_id(1).to(tl.int64)
+    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    vmask = v < n_voxels
+    i0, i1, i2 = spatial_index(v, D1, D2)
+    a_off = bi * a_b_stride + i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride
+    b_off = bi * b_b_stride + i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride
+    xa = load_tile(a_ptr, a_c_stride, a_off, vmask, C, C_PAD).to(ACC)
+    xb = load_tile(b_ptr, b_c_stride, b_off, vmask, C, C_PAD).to(ACC)
+    d = first_argmax(xa, C, C_PAD) != first_argmax(xb, C, C_PAD)
+    tl.store(d_ptr + bi * n_voxels + v, d.to(tl.uint8), mask=vmask)
+    if FUSE_CE:
+        t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
+        onehot = one_hot_tile(tl.load(target_ptr + t_off, mask=vmask, other=0), C, C_PAD)
+        _sa, lse_a = softmax_tile(xa, C, C_PAD)
+        _sb, lse_b = softmax_tile(xb, C, C_PAD)
+        ce = lse_a + lse_b - tl.sum(tl.where(onehot, xa + xb, 0.0), axis=0)
+        tl.store(ce_ptr + bi * n_voxels + v, ce, mask=vmask)
+
+
+@triton.jit
+def smooth_axis_kernel(
+    src_ptr,  # [B * N] contiguous map: uint8 disagreement or ACC partly smoothed
+    dst_ptr,  # [B * N] contiguous map: ACC (not LAST) or attention in logits dtype (LAST)
+    ce_ptr,  # [B * N] ACC ce_a + ce_b (LAST and FUSE_CE only)
+    loss_ptr,  # REDUCE_NONE: [B * N] loss; else [n_programs] ACC partial sums (LAST and FUSE_CE only)
+    total,  # B * N
+    axis_len, axis_stride,  # size and stride of the smoothed axis in the contiguous map
+    sigma2_hi, sigma2_lo,  # Gaussian variance = hi + lo
+    TAPS: tl.constexpr,  # 2 * (kernel_size // 2) + 1
+    LAST: tl.constexpr,  # clamp to [0, 1], cast, and (FUSE_CE) weight the ce
+    FUSE_CE: tl.constexpr, REDUCE_NONE: tl.constexpr,
+    ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    v = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    vmask = v < total
+    a = (v // axis_stride) % axis_len
+    sigma2 = tl.cast(sigma2_hi, ACC) + tl.cast(sigma2_lo, ACC)
+    acc = tl.zeros([BLOCK], ACC)
+    norm = tl.zeros([], ACC)
+    for j in tl.static_range(TAPS):
+        # weights exp(-x^2 / (2 sigma2)), x = -(TAPS//2)..TAPS//2, normalized by their sum below
+        w = tl.exp(-((j - TAPS // 2) * (j - TAPS // 2)) / (2 * sigma2))
+        norm += w
+        nb = a + (j - TAPS // 2)
+        ok = vmask & (nb >= 0) & (nb < axis_len)
+        x = tl.load(src_ptr + v + (nb - a) * axis_stride, mask=ok, other=0)
+        acc += w * x.to(ACC)
+    acc = acc / norm
+    if LAST:
+        att = tl.minimum(tl.maximum(acc, 0.0), 1.0).to(dst_ptr.dtype.element_ty)
+        tl.store(dst_ptr + v, att, mask=vmask)
+        if FUSE_CE:
+            # the rounded attention, as attended_cross_entropy sees the stored map
+            loss = att.to(ACC) * tl.load(ce_ptr + v, mask=vmask, other=0.0)
+            if REDUCE_NONE:
+                tl.store(loss_ptr + v, loss.to(loss_ptr.dtype.element_ty), mask=vmask)
+            else:
+                tl.store(loss_ptr + pid, tl.sum(tl.where(vmask, loss, 0.0), axis=0))
+    else:
+        tl.store(dst_ptr + v, acc, mask=vmask)
+
+
+def _smoothed_axes(n: int, spatial_dims: int, slice_dim: int) -> list[int]:
+    axes = list(range(n))
+    if spatial_dims == 2 and n == 3:
+        axes.remove(slice_dim % n)
+    return axes
+
+
+def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, slice_dim, reduction):
+    """Shared body of loss_attention (target None) and tsman_loss -> (attention, loss or None)."""
+    B, C = logits_a.shape[:2]
+    S = list(logits_a.shape[2:])
+    fuse = target is not None
+    tensors = [logits_a, logits_b] + ([target] if fuse else [])
+    lay = voxel_layout(tensors, [True, True, False][:len(tensors)])
+    t_strides = lay.strides[2] if fuse else (0, 0, 0, 0)
+    ACC, acc_torch = acc_dtype(logits_a.dtype)
+    C_PAD = class_pad(C)
+    BLOCK = voxel_block(C_PAD)
+    dev = logits_a.device
+    total = B * lay.N
+    d = torch.empty(total, dtype=torch.uint8, device=dev)
+    ce = torch.empty(total if fuse else 1, dtype=acc_torch, device=dev)
+    disagreement_kernel[(triton.cdiv(lay.N, BLOCK), B)](
+        logits_a, logits_b, target if fuse else d, d, ce, lay.N, lay.D1, lay.D2, *lay.strides[0],
+        *lay.strides[1], *t_strides, C=C, C_PAD=C_PAD, FUSE_CE=fuse, ACC=ACC, BLOCK=BLOCK,
+        num_warps=_NUM_WARPS)
+
+    taps = 2 * (int(kernel_size) // 2) + 1
+    axes = _smoothed_axes(len(S), spatial_dims, slice_dim)
+    # (axis_len, axis_stride) of each 1-D pass over the contiguous map; kernel_size 1 = one copy pass
+    passes = [(S[ax], _prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes else [(total, 1)]
+    taps = taps if taps > 1 and axes else 1
+    attention = torch.empty((B, *S), dtype=logits_a.dtype, device=dev)
+    n_prog = triton.cdiv(total, _MAP_BLOCK)
+    none = reduction == "none"
+    if not fuse:
+        loss = ce
+    elif none:
+        loss = torch.empty((B, *S), dtype=logits_a.dtype, device=dev)
+    else:
+        loss = torch.empty(n_prog, dtype=acc_torch, device=dev)
+    hi, lo = split_float(sigma2)
+    src = d
+    for k, (axis_len, axis_stride) in enumerate(passes):
+        last = k == len(passes) - 1
+        dst = attention if last else torch.empty(total, dtype=acc_torch, device=dev)
+        smooth_axis_kernel[(n_prog,)](
+            src, dst, ce, loss, total, axis_len, axis_stride, hi, lo, TAPS=taps, LAST=last,
+            FUSE_CE=fuse, REDUCE_NONE=none, ACC=ACC, BLOCK=_MAP_BLOCK, num_warps=4)
+        src = dst
+    if not fuse:
+        return attention, None
+    if none:
+        return attention, loss
+    return attention, finish_reduction(loss, total if reduction == "mean" else 1, logits_a.dtype, ACC)
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def loss_attention(logits_a, logits_b, sigma2: float, kernel_size: int, spatial_dims: int, slice_dim: int):
+    """SPEC 5 / TSMAN Eq. (7): Gaussian-smoothed disagreement of the two streams' argmax.
+
+    Args:
+        logits_a, logits_b (Tensor[B, C, *S]): any strides.
+        sigma2 (float): Gaussian variance. kernel_size (int): odd window size.
+        spatial_dims (int): 2 = smooth within each slice (all spatial axes but slice_dim
+            for 3D input, both for 2D); 3 = all three axes.
+        slice_dim (int): spatial axis of the slices.
+
+    Returns:
+        Tensor[B, *S]: attention in [0, 1], contiguous, logits_a's dtype.
+    """
+    check_device("loss_attention", logits_a)
+    attention, _ = _attention(logits_a, logits_b, None, sigma2, kernel_size, spatial_dims, slice_dim, "none")
+    return attention
+
+
+def tsman_loss(logits_a, logits_b, target, sigma2: float, kernel_size: int, spatial_dims: int, slice_dim: int,
+               reduction: str):
+    """Both streams' attended cross-entropy with one shared attention map (SPEC 6).
+
+    Args:
+        logits_a, logits_b (Tensor[B, C, *S]), target (Tensor[B, *S] integer).
+        sigma2, kernel_size, spatial_dims, slice_dim: as :func:`loss_attention`.
+        reduction (str): "mean" | "sum" -> 0-d; "none" -> Tensor[B, *S].
+
+    Returns:
+        (loss, attention Tensor[B, *S]) in logits_a's dtype.
+    """
+    check_device("tsman_loss", logits_a)
+    attention, loss = _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, slice_dim,
+                                 reduction)
+    return loss, attention
+
+
+# --------------------------------------------------------------------------- SPEC 6
+
+
+@triton.jit
+def attended_ce_kernel(
+    logits_ptr,  # [B, C, *S] any strides
+    target_ptr,  # [B, *S] integer labels
+    att_ptr,  # [B, *S] attention, any float dtype and strides
+    out_ptr,  # REDUCE_NONE: [B, *S] contiguous loss; else [B * n_blocks] ACC partial sums
+    n_voxels,  # N = prod(S)
+    D1, D2,  # inner merged spatial sizes
+    logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
+    target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
+    att_b_stride, att_s0_stride, att_s1_stride, att_s2_stride,
+    C: tl.constexpr, C_PAD: tl.constexpr, REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid_v = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    v = pid_v.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    vmask = v < n_voxels
+    i0, i1, i2 = spatial_index(v, D1, D2)
+    l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
+    t_off = b * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
+    w_off = b * att_b_stride + i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride
+    x = load_tile(logits_ptr, logits_c_stride, l_off, vmask, C, C_PAD).to(ACC)
+    onehot = one_hot_tile(tl.load(target_ptr + t_off, mask=vmask, other=0), C, C_PAD)
+    att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(logits_ptr.dtype.element_ty).to(ACC)
+    _s, lse = softmax_tile(x, C, C_PAD)
+    loss = att * (lse - tl.sum(tl.where(onehot, x, 0.0), axis=0))
+    if REDUCE_NONE:
+        tl.store(out_ptr + b * n_voxels + v, loss.to(out_ptr.dtype.element_ty), mask=vmask)
+    else:
+        pid = tl.program_id(1) * tl.num_programs(0) + pid_v
+        tl.store(out_ptr + pid, tl.sum(tl.where(vmask, loss, 0.0), axis=0))
+
+
+def attended_cross_entropy(logits, target, attention, reduction: str):
+    """SPEC 6 / TSMAN Eq. (3)-(6): ``attention_v * ce_v`` (attention a constant).
+
+    Args:
+        logits (Tensor[B, C, *S]), target (Tensor[B, *S] integer), attention (Tensor[B, *S]).
+        reduction (str): "mean" | "sum" -> 0-d; "none" -> Tensor[B, *S].
+    """
+    check_device("attended_cross_entropy", logits)
+    attention = portable_dtype(attention, logits.dtype)
+    B, C = logits.shape[:2]
+    lay = voxel_layout([logits, target, attention], [True, False, False])
+    ACC, acc_torch = acc_dtype(logits.dtype)
+    C_PAD = class_pad(C)
+    BLOCK = voxel_block(C_PAD)
+    n_blocks = triton.cdiv(lay.N, BLOCK)
+    none = reduction == "none"
+    if none:
+        out = torch.empty((B, *logits.shape[2:]), dtype=logits.dtype, device=logits.device)
+    else:
+        out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
+    attended_ce_kernel[(n_blocks, B)](
+        logits, target, attention, out, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
+        *lay.strides[2], C=C, C_PAD=C_PAD, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+    if none:
+        return out
+    return finish_reduction(out, B * lay.N if reduction == "mean" else 1, logits.dtype, ACC)
+
+
+@triton.jit
+def attended_ce_backward_kernel(
+    grad_ptr,  # REDUCE_NONE: [B, *S] any strides; else [] upstream gradient
+    a_ptr,  # [B, C, *S] logits (stream a), any strides
+    b_ptr,  # [B, C, *S] stream-b logits (TWO only)
+    target_ptr,  # [B, *S] integer labels
+    att_ptr,  # [B, *S] attention
+    out_a_ptr,  # [B, C, *S] contiguous gradient w.r.t. a (output)
+    out_b_ptr,  # [B, C, *S] contiguous gradient w.r.t. b (output, TWO only)
+    n_voxels,  # N = prod(S)
+    D1, D2,  # inner merged spatial sizes
+    divisor,  # int: B * N for "mean", 1 for "sum"
+    a_b_stride, a_c_stride, a_s0_stride, a_s1_stride, a_s2_stride,
+    b_b_stride, b_c_stride, b_s0_stride, b_s1_stride, b_s2_stride,
+    target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
+    att_b_stride, att_s0_stride, att_s1_stride, att_s2_stride,
+    grad_b_stride, grad_s0_stride, grad_s1_stride, grad_s2_stride,
+    C: tl.constexpr, C_PAD: tl.constexpr,
+    TWO: tl.constexpr,  # both streams (tsman_loss_backward) in the same pass
+    REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    bi = tl.program_id(1).to(tl.int64)
+    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    vmask = v < n_voxels
+    i0, i1, i2 = spatial_index(v, D1, D2)
+    a_off = bi * a_b_stride + i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride
+    t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
+    w_off = bi * att_b_stride + i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride
+    if REDUCE_NONE:
+        g_off = bi * grad_b_stride + i0 * grad_s0_stride + i1 * grad_s1_stride + i2 * grad_s2_stride
+        g = tl.load(grad_ptr + g_off, mask=vmask, other=0.0).to(ACC)
+    else:
+        g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
+    att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(a_ptr.dtype.element_ty).to(ACC)
+    coef = (g * att)[None, :]
+    onehot = one_hot_tile(tl.load(target_ptr + t_off, mask=vmask, other=0), C, C_PAD).to(ACC)
+    cls = tl.arange(0, C_PAD).to(tl.int64)
+    out = (bi * C + cls[:, None]) * n_voxels + v[None, :]
+    omask = (cls < C)[:, None] & vmask[None, :]
+    sa, _lse_a = softmax_tile(load_tile(a_ptr, a_c_stride, a_off, vmask, C, C_PAD).to(ACC), C, C_PAD)
+    tl.store(out_a_ptr + out, (coef * (sa - onehot)).to(out_a_ptr.dtype.element_ty), mask=omask)
+    if TWO:
+        b_off = bi * b_b_stride + i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride
+        sb, _lse_b = softmax_tile(load_tile(b_ptr, b_c_stride, b_off, vmask, C, C_PAD).to(ACC), C, C_PAD)
+        tl.store(out_b_ptr + out, (coef * (sb - onehot)).to(out_b_ptr.dtype.element_ty), mask=omask)
+
+
+def _attended_backward(grad, logits_a, logits_b, target, attention, reduction):
+    two = logits_b is not None
+    none = reduction == "none"
+    attention = portable_dtype(attention, logits_a.dtype)
+    grad = portable_dtype(grad, acc_dtype(logits_a.dtype)[1])
+    B, C = logits_a.shape[:2]
+    tensors = [logits_a, logits_b if two else logits_a, target, attention] + ([grad] if none else [])
+    lay = voxel_layout(tensors, [True, True, False, False, False][:len(tensors)])
+    g_strides = lay.strides[4] if none else (0, 0, 0, 0)
+    ACC, _ = acc_dtype(logits_a.dtype)
+    C_PAD = class_pad(C)
+    BLOCK = voxel_block(C_PAD)
+    grad_a = torch.empty(logits_a.shape, dtype=logits_a.dtype, device=logits_a.device)
+    grad_b = torch.empty(logits_b.shape, dtype=logits_b.dtype, device=logits_b.device) if two else grad_a
+    attended_ce_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
+        grad, logits_a, logits_b if two else logits_a, target, attention, grad_a, grad_b, lay.N, lay.D1, lay.D2,
+        B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2],
+        *lay.strides[3], *g_strides, C=C, C_PAD=C_PAD, TWO=two, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK,
+        num_warps=_NUM_WARPS)
+    return grad_a, grad_b
+
+
+def attended_cross_entropy_backward(grad, logits, target, attention, reduction: str):
+    """Gradient of :func:`attended_cross_entropy` w.r.t. logits: ``g_v * attention_v * (s - onehot(t))``.
+
+    Args:
+        grad (Tensor[] or Tensor[B, *S] for "none"): upstream gradient.
+        logits, target, attention, reduction: as the forward.
+
+    Returns:
+        Tensor[B, C, *S]: contiguous, logits' dtype.
+    """
+    check_device("attended_cross_entropy_backward", logits)
+    return _attended_backward(grad, logits, None, target, attention, reduction)[0]
+
+
+def tsman_loss_backward(grad, logits_a, logits_b, target, attention, reduction: str):
+    """Gradients of :func:`tsman_loss` w.r.t. both streams, in one pass over the voxels.
+
+    Args:
+        grad (Tensor[] or Tensor[B, *S] for "none"): upstream gradient of the summed loss.
+        logits_a, logits_b, target: as the forward. attention (Tensor[B, *S]): its second output.
+
+    Returns:
+        (grad_a, grad_b) Tensor[B, C, *S]: contiguous, the logits' dtype.
+    """
+    check_device("tsman_loss_backward", logits_a)
+    return _attended_backward(grad, logits_a, logits_b, target, attention, reduction)
