@@ -57,17 +57,19 @@ void attended_ce_kernel_impl(const Geometry& g, const Streams<scalar_t>& logits,
         for (int64_t s = 0; s < n_streams; ++s) {
           gather_planes(logits[s] + b * g.C * g.N, g.C, g.N, n0, cnt, T(0), buf.x);
           block_logsumexp(buf.x, g.C, buf.a);
-          // ce = logsumexp(x) - x[target]: a gather, scalar.
-          for (int64_t j = 0; j < kBlock; ++j) buf.a[j] -= buf.x[buf.t[j] * kBlock + j];
-          for (int64_t j = 0; j < kBlock; j += Vec::size())
-            at::vec::fmadd(Vec::loadu(buf.c + j), Vec::loadu(buf.a + j), Vec::loadu(buf.b + j)).store(buf.b + j);
+          // loss += attention * (logsumexp(x) - x[target]), the gather done as C selects.
+          for (int64_t j = 0; j < kBlock; j += Vec::size()) {
+            const Vec tf = Vec::loadu(buf.tf + j);
+            Vec xt(T(0));
+            for (int64_t c = 0; c < g.C; ++c) xt = Vec::blendv(xt, Vec::loadu(buf.x + c * kBlock + j), tf == Vec(T(c)));
+            const Vec ce = Vec::loadu(buf.a + j) - xt;
+            at::vec::fmadd(Vec::loadu(buf.c + j), ce, Vec::loadu(buf.b + j)).store(buf.b + j);
+          }
         }
         // Lanes of a block in T, blocks of a chunk in double.
         Vec acc(T(0));
         for (int64_t j = 0; j < kBlock; j += Vec::size()) acc = acc + Vec::loadu(buf.b + j);
-        T lanes[Vec::size()];
-        acc.store(lanes);
-        for (int64_t l = 0; l < Vec::size(); ++l) chunk_sum += static_cast<double>(lanes[l]);
+        chunk_sum += static_cast<double>(vec_sum(acc));
         if (store_map) {
           scalar_t* out = loss_map + b * g.N + n0;
           for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<scalar_t>(buf.b[j]);

@@ -7,8 +7,6 @@ own op (``*_backward``), so it too dispatches by device.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Optional, Tuple, Union
 
 import torch
@@ -117,23 +115,6 @@ def _check_streams(op: str, logits_a, logits_b) -> None:
         raise TypeError(f"{op}: logits_b must have the dtype of logits_a ({logits_a.dtype}), got {logits_b.dtype}")
 
 
-def _check_smoothing(op: str, sigma2, kernel_size, spatial_dims, slice_dim, n_spatial: int) -> int:
-    """Validates the Gaussian's arguments; returns slice_dim."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-        raise TypeError(f"{op}: kernel_size must be an int, got {type(kernel_size).__name__}")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"{op}: kernel_size must be an odd integer >= 1, got {kernel_size}")
-    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real):
-        raise TypeError(f"{op}: sigma2 (the Gaussian's variance) must be a float, got {type(sigma2).__name__}")
-    if not (math.isfinite(sigma2) and sigma2 > 0):
-        raise ValueError(f"{op}: sigma2 (the Gaussian's variance) must be > 0, got {sigma2}")
-    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
-        raise ValueError(f"{op}: spatial_dims must be 2 (in-plane) or 3 (volumetric), got {spatial_dims!r}")
-    if spatial_dims == 3 and n_spatial != 3:
-        raise ValueError(f"{op}: spatial_dims=3 needs 3D input [B, C, X, Y, Z]; for 2D input use spatial_dims=2")
-    return checks.normalize_slice_dim(op, slice_dim, n_spatial)
-
-
 def _check_values(op: str, which: str, target: Tensor, n_classes: int) -> None:
     if which != "cpu":  # the C++ kernels check inside their pass
         checks.check_target_values(op, target, n_classes)
@@ -185,7 +166,7 @@ def loss_attention(
     op = "loss_attention"
     _check_streams(op, logits_a, logits_b)
     checks.check_same_device(op, logits_a=logits_a, logits_b=logits_b)
-    slice_dim = _check_smoothing(op, sigma2, kernel_size, spatial_dims, slice_dim, logits_a.dim() - 2)
+    slice_dim = checks.check_smoothing(op, sigma2, kernel_size, spatial_dims, slice_dim, logits_a.dim() - 2)
     logits_a, logits_b = logits_a.detach(), logits_b.detach()
     which = resolve_backend(op, [logits_a, logits_b], backend)
     if which == "reference":
@@ -291,7 +272,7 @@ def tsman_loss(
     checks.check_target(op, target, logits_a)
     checks.check_same_device(op, logits_a=logits_a, logits_b=logits_b, target=target)
     checks.check_reduction(op, reduction)
-    slice_dim = _check_smoothing(op, sigma2, kernel_size, spatial_dims, slice_dim, logits_a.dim() - 2)
+    slice_dim = checks.check_smoothing(op, sigma2, kernel_size, spatial_dims, slice_dim, logits_a.dim() - 2)
     which = resolve_backend(op, [logits_a, logits_b, target], backend)
     _check_values(op, which, target, logits_a.shape[1])
     if which == "reference":
