@@ -14,8 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .class_tile import entropy_tile, first_argmax, load_tile, one_hot_tile, softmax_tile
-from .launch import acc_dtype, check_device, class_pad, portable_dtype, split_float, voxel_block
+from .class_rows import (
+    argmax_rows, clamp_class, entropy_rows, load_rows, one_hot_rows, pick_row, softmax_rows, store_rows,
+)
+from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
 from .voxel_layout import slice_layout, slice_tile, spatial_index, sum_per_slice, voxel_layout
 
@@ -30,7 +32,6 @@ __all__ = [
     "pint_image_loss_backward",
 ]
 
-_NUM_WARPS = 8  # 4096-element class tiles: 16 elements per thread
 _ROWS_BLOCK = 256  # slices per program in the per-slice second stage
 
 
@@ -48,7 +49,6 @@ def teacher_uncertainty_kernel(
     logits_m_stride, logits_b_stride, logits_c_stride,  # strides of M, B, C
     logits_s0_stride, logits_s1_stride, logits_s2_stride,  # merged spatial strides
     C: tl.constexpr,  # classes
-    C_PAD: tl.constexpr,  # classes rounded up to a power of two
     ACC: tl.constexpr,  # tl.float32 | tl.float64
     BLOCK: tl.constexpr,  # voxels per program
 ):
@@ -57,20 +57,24 @@ def teacher_uncertainty_kernel(
     vmask = v < n_voxels
     i0, i1, i2 = spatial_index(v, D1, D2)
     off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
-    acc = tl.zeros([C_PAD, BLOCK], ACC)
+    DT: tl.constexpr = logits_ptr.dtype.element_ty
+    acc = ()
+    for c in tl.static_range(C):
+        acc = acc + (tl.zeros([BLOCK], ACC),)
     pass_ptr = logits_ptr
     for _ in range(M):
-        x = load_tile(pass_ptr, logits_c_stride, off, vmask, C, C_PAD).to(ACC)
-        s, _lse = softmax_tile(x, C, C_PAD)
-        acc += s
+        s, _lse = softmax_rows(load_rows(pass_ptr, logits_c_stride, off, vmask, C, DT, ACC), C)
+        new_acc = ()
+        for c in tl.static_range(C):
+            new_acc = new_acc + (acc[c] + s[c],)
+        acc = new_acc
         pass_ptr += logits_m_stride
-    p = (acc / M).to(prob_ptr.dtype.element_ty)
-    cls = tl.arange(0, C_PAD).to(tl.int64)
-    out = (b * C + cls[:, None]) * n_voxels + v[None, :]
-    tl.store(prob_ptr + out, p, mask=(cls < C)[:, None] & vmask[None, :])
-    # entropy of the prob that is returned (rounded), as prob_entropy(prob) would give
-    ent = entropy_tile(p.to(ACC))
-    tl.store(entropy_ptr + b * n_voxels + v, ent.to(entropy_ptr.dtype.element_ty), mask=vmask)
+    # round to the output dtype first: the entropy is that of the prob that is returned
+    p = ()
+    for c in tl.static_range(C):
+        p = p + ((acc[c] / M).to(prob_ptr.dtype.element_ty).to(ACC),)
+    store_rows(prob_ptr + b * C * n_voxels, n_voxels, v, vmask, p, C)
+    tl.store(entropy_ptr + b * n_voxels + v, entropy_rows(p, C).to(entropy_ptr.dtype.element_ty), mask=vmask)
 
 
 def teacher_uncertainty(teacher_logits: torch.Tensor):
@@ -87,14 +91,13 @@ def teacher_uncertainty(teacher_logits: torch.Tensor):
     S = teacher_logits.shape[3:]
     lay = voxel_layout([teacher_logits[0]], [True])
     ACC, _ = acc_dtype(teacher_logits.dtype)
-    C_PAD = class_pad(C)
-    BLOCK = voxel_block(C_PAD)
+    BLOCK = voxel_block(C)
     prob = torch.empty((B, C, *S), dtype=teacher_logits.dtype, device=teacher_logits.device)
     entropy = torch.empty((B, *S), dtype=teacher_logits.dtype, device=teacher_logits.device)
     grid = (triton.cdiv(lay.N, BLOCK), B)
     teacher_uncertainty_kernel[grid](
         teacher_logits, prob, entropy, M, lay.N, lay.D1, lay.D2, teacher_logits.stride(0), *lay.strides[0],
-        C=C, C_PAD=C_PAD, ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+        C=C, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return prob, entropy
 
 
@@ -106,7 +109,7 @@ def softmax_accumulate_kernel(
     D1, D2,  # inner merged spatial sizes
     prob_sum_b_stride, prob_sum_c_stride, prob_sum_s0_stride, prob_sum_s1_stride, prob_sum_s2_stride,
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    C: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -114,11 +117,13 @@ def softmax_accumulate_kernel(
     i0, i1, i2 = spatial_index(v, D1, D2)
     l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
     p_off = b * prob_sum_b_stride + i0 * prob_sum_s0_stride + i1 * prob_sum_s1_stride + i2 * prob_sum_s2_stride
-    s, _lse = softmax_tile(load_tile(logits_ptr, logits_c_stride, l_off, vmask, C, C_PAD).to(ACC), C, C_PAD)
-    acc = load_tile(prob_sum_ptr, prob_sum_c_stride, p_off, vmask, C, C_PAD).to(ACC) + s
-    cls = tl.arange(0, C_PAD).to(tl.int64)
-    tl.store(prob_sum_ptr + cls[:, None] * prob_sum_c_stride + p_off[None, :],
-             acc.to(prob_sum_ptr.dtype.element_ty), mask=(cls < C)[:, None] & vmask[None, :])
+    s, _lse = softmax_rows(load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, logits_ptr.dtype.element_ty,
+                                     ACC), C)
+    acc = load_rows(prob_sum_ptr, prob_sum_c_stride, p_off, vmask, C, prob_sum_ptr.dtype.element_ty, ACC)
+    new = ()
+    for c in tl.static_range(C):
+        new = new + (acc[c] + s[c],)
+    store_rows(prob_sum_ptr, prob_sum_c_stride, p_off, vmask, new, C)
 
 
 def softmax_accumulate_(prob_sum: torch.Tensor, logits: torch.Tensor) -> None:
@@ -134,11 +139,10 @@ def softmax_accumulate_(prob_sum: torch.Tensor, logits: torch.Tensor) -> None:
     ACC, acc_torch = acc_dtype(prob_sum.dtype)
     logits = portable_dtype(logits, acc_torch)
     lay = voxel_layout([prob_sum, logits], [True, True])
-    C_PAD = class_pad(C)
-    BLOCK = voxel_block(C_PAD)
+    BLOCK = voxel_block(C)
     softmax_accumulate_kernel[(triton.cdiv(lay.N, BLOCK), B)](
         prob_sum, logits, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
-        C=C, C_PAD=C_PAD, ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+        C=C, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
 
 
 @triton.jit
@@ -150,7 +154,7 @@ def prob_entropy_kernel(
     n_voxels,  # N = prod(S)
     D1, D2,  # inner merged spatial sizes
     prob_sum_b_stride, prob_sum_c_stride, prob_sum_s0_stride, prob_sum_s1_stride, prob_sum_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    C: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -158,13 +162,12 @@ def prob_entropy_kernel(
     i0, i1, i2 = spatial_index(v, D1, D2)
     off = b * prob_sum_b_stride + i0 * prob_sum_s0_stride + i1 * prob_sum_s1_stride + i2 * prob_sum_s2_stride
     scale = tl.cast(scale_hi, ACC) + tl.cast(scale_lo, ACC)
-    p = (load_tile(prob_sum_ptr, prob_sum_c_stride, off, vmask, C, C_PAD).to(ACC) * scale)
-    p = p.to(prob_ptr.dtype.element_ty)
-    cls = tl.arange(0, C_PAD).to(tl.int64)
-    out = (b * C + cls[:, None]) * n_voxels + v[None, :]
-    tl.store(prob_ptr + out, p, mask=(cls < C)[:, None] & vmask[None, :])
-    ent = entropy_tile(p.to(ACC))
-    tl.store(entropy_ptr + b * n_voxels + v, ent.to(entropy_ptr.dtype.element_ty), mask=vmask)
+    rows = load_rows(prob_sum_ptr, prob_sum_c_stride, off, vmask, C, prob_sum_ptr.dtype.element_ty, ACC)
+    p = ()
+    for c in tl.static_range(C):
+        p = p + ((rows[c] * scale).to(prob_ptr.dtype.element_ty).to(ACC),)
+    store_rows(prob_ptr + b * C * n_voxels, n_voxels, v, vmask, p, C)
+    tl.store(entropy_ptr + b * n_voxels + v, entropy_rows(p, C).to(entropy_ptr.dtype.element_ty), mask=vmask)
 
 
 def prob_entropy(prob_sum: torch.Tensor, scale: float):
@@ -181,13 +184,12 @@ def prob_entropy(prob_sum: torch.Tensor, scale: float):
     B, C = prob_sum.shape[:2]
     lay = voxel_layout([prob_sum], [True])
     ACC, _ = acc_dtype(prob_sum.dtype)
-    C_PAD = class_pad(C)
-    BLOCK = voxel_block(C_PAD)
+    BLOCK = voxel_block(C)
     prob = torch.empty(prob_sum.shape, dtype=prob_sum.dtype, device=prob_sum.device)
     entropy = torch.empty((B, *prob_sum.shape[2:]), dtype=prob_sum.dtype, device=prob_sum.device)
     prob_entropy_kernel[(triton.cdiv(lay.N, BLOCK), B)](
         prob_sum, prob, entropy, *split_float(scale), lay.N, lay.D1, lay.D2, *lay.strides[0],
-        C=C, C_PAD=C_PAD, ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+        C=C, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return prob, entropy
 
 
@@ -195,32 +197,39 @@ def prob_entropy(prob_sum: torch.Tensor, scale: float):
 
 
 @triton.jit
-def pint_voxel_terms(x, t, q, C: tl.constexpr, C_PAD: tl.constexpr, HARD: tl.constexpr,
-                     NORMALIZE: tl.constexpr):
-    """Per-voxel terms of SPEC 2 from logits x, target t and teacher prob q ([C_PAD, BLOCK] in ACC).
+def pint_voxel_terms(x, t, q, C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr):
+    """Per-voxel terms of SPEC 2 from logit rows x, clamped targets t and teacher-prob rows q (ACC).
 
-    Returns (s = softmax [C_PAD, BLOCK], one-hot target, pseudo label y_hat,
-    ce [BLOCK], u [BLOCK] teacher entropy, divided by log C if NORMALIZE).
+    Returns (s = softmax rows, pseudo-label rows y_hat, ce [BLOCK], mse [BLOCK],
+    u [BLOCK] teacher entropy, divided by log C if NORMALIZE).
     """
-    s, lse = softmax_tile(x, C, C_PAD)
-    onehot = one_hot_tile(t, C, C_PAD)
-    ce = lse - tl.sum(tl.where(onehot, x, 0.0), axis=0)
-    u = entropy_tile(q)
+    s, lse = softmax_rows(x, C)
+    ce = lse - pick_row(x, t, C)
+    u = entropy_rows(q, C)
     if NORMALIZE:
-        u = u / tl.log(tl.full([], C, x.dtype))
+        u = u / tl.log(tl.full([], C, u.dtype))
     if HARD:
-        y_hat = (tl.arange(0, C_PAD)[:, None] == first_argmax(q, C, C_PAD)[None, :]).to(x.dtype)
+        y_hat = one_hot_rows(argmax_rows(q, C), C, u.dtype)
     else:
         y_hat = q
-    return s, onehot, y_hat, ce, u
+    sq = tl.zeros_like(u)
+    for c in tl.static_range(C):
+        sq += (s[c] - y_hat[c]) * (s[c] - y_hat[c])
+    return s, y_hat, ce, sq / C, u
 
 
 @triton.jit
-def pint_mse_grad(s, y_hat, C: tl.constexpr):
-    """d mse / d logits [C_PAD, BLOCK]: (2/C) s_k ((s_k - y_k) - sum_c (s_c - y_c) s_c)."""
-    r = s - y_hat
-    dot = tl.sum(r * s, axis=0)
-    return s * (r - dot[None, :]) * 2 / C
+def pint_grad_rows(g, alpha, s, y_hat, t, C: tl.constexpr):
+    """Gradient rows g * [alpha (s_k - [k = t]) + (1 - alpha) (2/C) s_k ((s_k - y_k) - sum_c (s_c - y_c) s_c)]."""
+    dot = tl.zeros_like(g)
+    for c in tl.static_range(C):
+        dot += (s[c] - y_hat[c]) * s[c]
+    ga = g * alpha
+    gm = g * (1 - alpha) * 2 / C
+    rows = ()
+    for c in tl.static_range(C):
+        rows = rows + (ga * (s[c] - (t == c).to(g.dtype)) + gm * s[c] * ((s[c] - y_hat[c]) - dot),)
+    return rows
 
 
 @triton.jit
@@ -234,7 +243,7 @@ def pint_pixel_loss_kernel(
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     teacher_b_stride, teacher_c_stride, teacher_s0_stride, teacher_s1_stride, teacher_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr,
+    C: tl.constexpr,
     HARD: tl.constexpr,  # one-hot argmax pseudo label
     NORMALIZE: tl.constexpr,  # u / log C
     REDUCE_NONE: tl.constexpr,  # per-voxel map instead of partial sums
@@ -248,14 +257,12 @@ def pint_pixel_loss_kernel(
     l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
     t_off = b * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
     q_off = b * teacher_b_stride + i0 * teacher_s0_stride + i1 * teacher_s1_stride + i2 * teacher_s2_stride
-    x = load_tile(logits_ptr, logits_c_stride, l_off, vmask, C, C_PAD).to(ACC)
-    t = tl.load(target_ptr + t_off, mask=vmask, other=0)
-    q = load_tile(teacher_ptr, teacher_c_stride, q_off, vmask, C, C_PAD)
-    q = q.to(logits_ptr.dtype.element_ty).to(ACC)
-    s, onehot, y_hat, ce, u = pint_voxel_terms(x, t, q, C, C_PAD, HARD, NORMALIZE)
+    DT: tl.constexpr = logits_ptr.dtype.element_ty
+    x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
+    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    q = load_rows(teacher_ptr, teacher_c_stride, q_off, vmask, C, DT, ACC)  # rounded to the logits' dtype
+    s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, NORMALIZE)
     alpha = tl.exp(-u)
-    r = s - y_hat
-    mse = tl.sum(r * r, axis=0) / C
     loss = alpha * ce + (1 - alpha) * mse
     if REDUCE_NONE:
         tl.store(out_ptr + b * n_voxels + v, loss.to(out_ptr.dtype.element_ty), mask=vmask)
@@ -269,8 +276,7 @@ def _pixel_setup(logits, target, teacher_prob, extra=()):
     B, C = logits.shape[:2]
     lay = voxel_layout([logits, target, teacher_prob, *extra], [True, False, True] + [False] * len(extra))
     ACC, acc_torch = acc_dtype(logits.dtype)
-    C_PAD = class_pad(C)
-    return B, C, lay, ACC, acc_torch, C_PAD, voxel_block(C_PAD), teacher_prob
+    return B, C, lay, ACC, acc_torch, voxel_block(C), teacher_prob
 
 
 def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy: bool, reduction: str):
@@ -283,7 +289,7 @@ def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
         reduction (str): "mean" | "sum" -> 0-d; "none" -> Tensor[B, *S].
     """
     check_device("pint_pixel_loss", logits)
-    B, C, lay, ACC, acc_torch, C_PAD, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob)
+    B, C, lay, ACC, acc_torch, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob)
     n_blocks = triton.cdiv(lay.N, BLOCK)
     none = reduction == "none"
     if none:
@@ -292,8 +298,8 @@ def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
         out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
     pint_pixel_loss_kernel[(n_blocks, B)](
         logits, target, teacher_prob, out, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
-        *lay.strides[2], C=C, C_PAD=C_PAD, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
-        REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+        *lay.strides[2], C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
+        REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     if none:
         return out
     return finish_reduction(out, B * lay.N if reduction == "mean" else 1, logits.dtype, ACC)
@@ -313,7 +319,7 @@ def pint_pixel_loss_backward_kernel(
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     teacher_b_stride, teacher_c_stride, teacher_s0_stride, teacher_s1_stride, teacher_s2_stride,
     grad_b_stride, grad_s0_stride, grad_s1_stride, grad_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
+    C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
     REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
@@ -328,17 +334,13 @@ def pint_pixel_loss_backward_kernel(
         g = tl.load(grad_ptr + g_off, mask=vmask, other=0.0).to(ACC)
     else:
         g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
-    x = load_tile(logits_ptr, logits_c_stride, l_off, vmask, C, C_PAD).to(ACC)
-    t = tl.load(target_ptr + t_off, mask=vmask, other=0)
-    q = load_tile(teacher_ptr, teacher_c_stride, q_off, vmask, C, C_PAD)
-    q = q.to(logits_ptr.dtype.element_ty).to(ACC)
-    s, onehot, y_hat, ce, u = pint_voxel_terms(x, t, q, C, C_PAD, HARD, NORMALIZE)
-    alpha = tl.exp(-u)
-    dce = s - onehot.to(ACC)
-    grad = g[None, :] * (alpha[None, :] * dce + (1 - alpha)[None, :] * pint_mse_grad(s, y_hat, C))
-    cls = tl.arange(0, C_PAD).to(tl.int64)
-    out = (b * C + cls[:, None]) * n_voxels + v[None, :]
-    tl.store(out_ptr + out, grad.to(out_ptr.dtype.element_ty), mask=(cls < C)[:, None] & vmask[None, :])
+    DT: tl.constexpr = logits_ptr.dtype.element_ty
+    x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
+    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    q = load_rows(teacher_ptr, teacher_c_stride, q_off, vmask, C, DT, ACC)
+    s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, NORMALIZE)
+    grad = pint_grad_rows(g, tl.exp(-u), s, y_hat, t, C)
+    store_rows(out_ptr + b * C * n_voxels, n_voxels, v, vmask, grad, C)
 
 
 def pint_pixel_loss_backward(grad, logits, target, teacher_prob, hard: bool, normalize_entropy: bool,
@@ -355,15 +357,15 @@ def pint_pixel_loss_backward(grad, logits, target, teacher_prob, hard: bool, nor
     check_device("pint_pixel_loss_backward", logits)
     none = reduction == "none"
     grad = portable_dtype(grad, acc_dtype(logits.dtype)[1])
-    B, C, lay, ACC, _, C_PAD, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob,
+    B, C, lay, ACC, _, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob,
                                                                  (grad,) if none else ())
     g_strides = lay.strides[3] if none else (0, 0, 0, 0)
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     pint_pixel_loss_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
         grad, logits, target, teacher_prob, out, lay.N, lay.D1, lay.D2,
         B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2], *g_strides,
-        C=C, C_PAD=C_PAD, HARD=bool(hard), NORMALIZE=bool(normalize_entropy), REDUCE_NONE=none,
-        ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+        C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy), REDUCE_NONE=none,
+        ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
@@ -421,7 +423,7 @@ def slice_uncertainty(entropy: torch.Tensor, slice_dim: int) -> torch.Tensor:
     partials = torch.empty(lay.B * lay.R * lay.n_wblocks, dtype=acc_torch, device=entropy.device)
     slice_partials_kernel[(lay.n_wblocks, lay.n_rblocks, lay.B)](
         entropy, partials, lay.R, lay.W, lay.Q, *lay.strides[0], SLICE_INNER=lay.slice_inner,
-        ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=_NUM_WARPS)
+        ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
     out = torch.empty((lay.B, lay.R), dtype=entropy.dtype, device=entropy.device)
     n_rows = lay.B * lay.R
     slice_mean_kernel[(triton.cdiv(n_rows, _ROWS_BLOCK),)](
@@ -442,7 +444,7 @@ def pint_image_partials_kernel(
     logits_b_stride, logits_c_stride, logits_r_stride, logits_p_stride, logits_q_stride,
     target_b_stride, target_r_stride, target_p_stride, target_q_stride,
     teacher_b_stride, teacher_c_stride, teacher_r_stride, teacher_p_stride, teacher_q_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
+    C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
     SLICE_INNER: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     pid_w = tl.program_id(0)
@@ -454,13 +456,11 @@ def pint_image_partials_kernel(
     l_off = b * logits_b_stride + r * logits_r_stride + p * logits_p_stride + qi * logits_q_stride
     t_off = b * target_b_stride + r * target_r_stride + p * target_p_stride + qi * target_q_stride
     q_off = b * teacher_b_stride + r * teacher_r_stride + p * teacher_p_stride + qi * teacher_q_stride
-    x = load_tile(logits_ptr, logits_c_stride, l_off, mask, C, C_PAD).to(ACC)
-    t = tl.load(target_ptr + t_off, mask=mask, other=0)
-    q = load_tile(teacher_ptr, teacher_c_stride, q_off, mask, C, C_PAD)
-    q = q.to(logits_ptr.dtype.element_ty).to(ACC)
-    s, onehot, y_hat, ce, u = pint_voxel_terms(x, t, q, C, C_PAD, HARD, NORMALIZE)
-    d = s - y_hat
-    mse = tl.sum(d * d, axis=0) / C
+    DT: tl.constexpr = logits_ptr.dtype.element_ty
+    x = load_rows(logits_ptr, logits_c_stride, l_off, mask, C, DT, ACC)
+    t = clamp_class(tl.load(target_ptr + t_off, mask=mask, other=0), C)
+    q = load_rows(teacher_ptr, teacher_c_stride, q_off, mask, C, DT, ACC)
+    s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, NORMALIZE)
     rows = pid_r.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
     plane = tl.num_programs(2).to(tl.int64) * R * tl.num_programs(0)
@@ -525,15 +525,14 @@ def pint_image_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
     check_device("pint_image_loss", logits)
     teacher_prob = portable_dtype(teacher_prob, logits.dtype)
     B, C = logits.shape[:2]
-    C_PAD = class_pad(C)
-    lay = slice_layout([logits, target, teacher_prob], [True, False, True], slice_dim, voxel_block(C_PAD))
+    lay = slice_layout([logits, target, teacher_prob], [True, False, True], slice_dim, voxel_block(C))
     ACC, acc_torch = acc_dtype(logits.dtype)
     dev = logits.device
     partials = torch.empty(3 * B * lay.R * lay.n_wblocks, dtype=acc_torch, device=dev)
     pint_image_partials_kernel[(lay.n_wblocks, lay.n_rblocks, B)](
         logits, target, teacher_prob, partials, lay.R, lay.W, lay.Q, *lay.strides[0], *lay.strides[1],
-        *lay.strides[2], C=C, C_PAD=C_PAD, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
-        SLICE_INNER=lay.slice_inner, ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=_NUM_WARPS)
+        *lay.strides[2], C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
+        SLICE_INNER=lay.slice_inner, ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
     n_rows = B * lay.R
     n_prog = triton.cdiv(n_rows, _ROWS_BLOCK)
     alpha = torch.empty((B, lay.R), dtype=acc_torch, device=dev)
@@ -568,7 +567,7 @@ def pint_image_loss_backward_kernel(
     target_b_stride, target_r_stride, target_p_stride, target_q_stride,
     teacher_b_stride, teacher_c_stride, teacher_r_stride, teacher_p_stride, teacher_q_stride,
     out_b_stride, out_c_stride, out_r_stride, out_p_stride, out_q_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr, HARD: tl.constexpr, REDUCE_NONE: tl.constexpr,
+    C: tl.constexpr, HARD: tl.constexpr, REDUCE_NONE: tl.constexpr,
     SLICE_INNER: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     pid_w = tl.program_id(0)
@@ -587,16 +586,12 @@ def pint_image_loss_backward_kernel(
         g = tl.zeros([BLOCK_R * BLOCK_W], ACC) + tl.load(grad_ptr).to(ACC) / divisor
     g = g / W
     alpha = tl.load(alpha_ptr + b * alpha_b_stride + r * alpha_r_stride, mask=mask, other=0.0).to(ACC)
-    x = load_tile(logits_ptr, logits_c_stride, l_off, mask, C, C_PAD).to(ACC)
-    t = tl.load(target_ptr + t_off, mask=mask, other=0)
-    q = load_tile(teacher_ptr, teacher_c_stride, q_off, mask, C, C_PAD)
-    q = q.to(logits_ptr.dtype.element_ty).to(ACC)
-    s, onehot, y_hat, ce, u = pint_voxel_terms(x, t, q, C, C_PAD, HARD, False)
-    dce = s - onehot.to(ACC)
-    grad = g[None, :] * (alpha[None, :] * dce + (1 - alpha)[None, :] * pint_mse_grad(s, y_hat, C))
-    cls = tl.arange(0, C_PAD).to(tl.int64)
-    tl.store(out_ptr + cls[:, None] * out_c_stride + o_off[None, :], grad.to(out_ptr.dtype.element_ty),
-             mask=(cls < C)[:, None] & mask[None, :])
+    DT: tl.constexpr = logits_ptr.dtype.element_ty
+    x = load_rows(logits_ptr, logits_c_stride, l_off, mask, C, DT, ACC)
+    t = clamp_class(tl.load(target_ptr + t_off, mask=mask, other=0), C)
+    q = load_rows(teacher_ptr, teacher_c_stride, q_off, mask, C, DT, ACC)
+    s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, False)
+    store_rows(out_ptr, out_c_stride, o_off, mask, pint_grad_rows(g, alpha, s, y_hat, t, C), C)
 
 
 def pint_image_loss_backward(grad, logits, target, teacher_prob, slice_alpha, hard: bool, slice_dim: int,
@@ -619,10 +614,8 @@ def pint_image_loss_backward(grad, logits, target, teacher_prob, slice_alpha, ha
     grad = portable_dtype(grad, acc_torch)
     slice_alpha = portable_dtype(slice_alpha, acc_torch)
     B, C = logits.shape[:2]
-    C_PAD = class_pad(C)
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    lay = slice_layout([logits, target, teacher_prob, out], [True, False, True, True], slice_dim,
-                       voxel_block(C_PAD))
+    lay = slice_layout([logits, target, teacher_prob, out], [True, False, True, True], slice_dim, voxel_block(C))
     ACC, _ = acc_dtype(logits.dtype)
     none = reduction == "none"
     g_strides = (grad.stride(0), grad.stride(1)) if none else (0, 0)
@@ -630,6 +623,6 @@ def pint_image_loss_backward(grad, logits, target, teacher_prob, slice_alpha, ha
         grad, logits, target, teacher_prob, slice_alpha, out, lay.R, lay.W, lay.Q,
         B * lay.R if reduction == "mean" else 1, *g_strides, slice_alpha.stride(0), slice_alpha.stride(1),
         *lay.strides[0], *lay.strides[1], *lay.strides[2], *lay.strides[3],
-        C=C, C_PAD=C_PAD, HARD=bool(hard), REDUCE_NONE=none, SLICE_INNER=lay.slice_inner, ACC=ACC,
-        BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=_NUM_WARPS)
+        C=C, HARD=bool(hard), REDUCE_NONE=none, SLICE_INNER=lay.slice_inner, ACC=ACC,
+        BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
     return out

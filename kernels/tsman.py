@@ -16,12 +16,14 @@ return new contiguous tensors in the logits' dtype.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
-from .class_tile import first_argmax, load_tile, one_hot_tile, softmax_tile
-from .launch import acc_dtype, check_device, class_pad, portable_dtype, split_float, voxel_block
+from .class_rows import argmax_rows, clamp_class, load_rows, pick_row, softmax_rows, store_rows
+from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
 from .voxel_layout import spatial_index, voxel_layout
 
@@ -33,7 +35,6 @@ __all__ = [
     "tsman_loss_backward",
 ]
 
-_NUM_WARPS = 8  # 4096-element class tiles: 16 elements per thread
 _MAP_BLOCK = 1024  # voxels per program of the smoothing passes
 
 
@@ -52,7 +53,7 @@ def disagreement_kernel(
     a_b_stride, a_c_stride, a_s0_stride, a_s1_stride, a_s2_stride,
     b_b_stride, b_c_stride, b_s0_stride, b_s1_stride, b_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr,
+    C: tl.constexpr,
     FUSE_CE: tl.constexpr,  # also write ce_a + ce_b
     ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -62,16 +63,16 @@ def disagreement_kernel(
     i0, i1, i2 = spatial_index(v, D1, D2)
     a_off = bi * a_b_stride + i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride
     b_off = bi * b_b_stride + i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride
-    xa = load_tile(a_ptr, a_c_stride, a_off, vmask, C, C_PAD).to(ACC)
-    xb = load_tile(b_ptr, b_c_stride, b_off, vmask, C, C_PAD).to(ACC)
-    d = first_argmax(xa, C, C_PAD) != first_argmax(xb, C, C_PAD)
+    xa = load_rows(a_ptr, a_c_stride, a_off, vmask, C, a_ptr.dtype.element_ty, ACC)
+    xb = load_rows(b_ptr, b_c_stride, b_off, vmask, C, b_ptr.dtype.element_ty, ACC)
+    d = argmax_rows(xa, C) != argmax_rows(xb, C)
     tl.store(d_ptr + bi * n_voxels + v, d.to(tl.uint8), mask=vmask)
     if FUSE_CE:
         t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
-        onehot = one_hot_tile(tl.load(target_ptr + t_off, mask=vmask, other=0), C, C_PAD)
-        _sa, lse_a = softmax_tile(xa, C, C_PAD)
-        _sb, lse_b = softmax_tile(xb, C, C_PAD)
-        ce = lse_a + lse_b - tl.sum(tl.where(onehot, xa + xb, 0.0), axis=0)
+        t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+        _sa, lse_a = softmax_rows(xa, C)
+        _sb, lse_b = softmax_rows(xb, C)
+        ce = lse_a + lse_b - pick_row(xa, t, C) - pick_row(xb, t, C)
         tl.store(ce_ptr + bi * n_voxels + v, ce, mask=vmask)
 
 
@@ -135,21 +136,20 @@ def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, sl
     lay = voxel_layout(tensors, [True, True, False][:len(tensors)])
     t_strides = lay.strides[2] if fuse else (0, 0, 0, 0)
     ACC, acc_torch = acc_dtype(logits_a.dtype)
-    C_PAD = class_pad(C)
-    BLOCK = voxel_block(C_PAD)
+    BLOCK = voxel_block(C)
     dev = logits_a.device
     total = B * lay.N
     d = torch.empty(total, dtype=torch.uint8, device=dev)
     ce = torch.empty(total if fuse else 1, dtype=acc_torch, device=dev)
     disagreement_kernel[(triton.cdiv(lay.N, BLOCK), B)](
         logits_a, logits_b, target if fuse else d, d, ce, lay.N, lay.D1, lay.D2, *lay.strides[0],
-        *lay.strides[1], *t_strides, C=C, C_PAD=C_PAD, FUSE_CE=fuse, ACC=ACC, BLOCK=BLOCK,
-        num_warps=_NUM_WARPS)
+        *lay.strides[1], *t_strides, C=C, FUSE_CE=fuse, ACC=ACC, BLOCK=BLOCK,
+        num_warps=NUM_WARPS)
 
     taps = 2 * (int(kernel_size) // 2) + 1
     axes = _smoothed_axes(len(S), spatial_dims, slice_dim)
     # (axis_len, axis_stride) of each 1-D pass over the contiguous map; kernel_size 1 = one copy pass
-    passes = [(S[ax], _prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes else [(total, 1)]
+    passes = [(S[ax], math.prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes else [(total, 1)]
     taps = taps if taps > 1 and axes else 1
     attention = torch.empty((B, *S), dtype=logits_a.dtype, device=dev)
     n_prog = triton.cdiv(total, _MAP_BLOCK)
@@ -174,13 +174,6 @@ def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, sl
     if none:
         return attention, loss
     return attention, finish_reduction(loss, total if reduction == "mean" else 1, logits_a.dtype, ACC)
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out
 
 
 def loss_attention(logits_a, logits_b, sigma2: float, kernel_size: int, spatial_dims: int, slice_dim: int):
@@ -233,7 +226,7 @@ def attended_ce_kernel(
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     att_b_stride, att_s0_stride, att_s1_stride, att_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr, REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    C: tl.constexpr, REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid_v = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -243,11 +236,12 @@ def attended_ce_kernel(
     l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
     t_off = b * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
     w_off = b * att_b_stride + i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride
-    x = load_tile(logits_ptr, logits_c_stride, l_off, vmask, C, C_PAD).to(ACC)
-    onehot = one_hot_tile(tl.load(target_ptr + t_off, mask=vmask, other=0), C, C_PAD)
-    att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(logits_ptr.dtype.element_ty).to(ACC)
-    _s, lse = softmax_tile(x, C, C_PAD)
-    loss = att * (lse - tl.sum(tl.where(onehot, x, 0.0), axis=0))
+    DT: tl.constexpr = logits_ptr.dtype.element_ty
+    x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
+    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(DT).to(ACC)  # as the reference: rounded first
+    _s, lse = softmax_rows(x, C)
+    loss = att * (lse - pick_row(x, t, C))
     if REDUCE_NONE:
         tl.store(out_ptr + b * n_voxels + v, loss.to(out_ptr.dtype.element_ty), mask=vmask)
     else:
@@ -267,8 +261,7 @@ def attended_cross_entropy(logits, target, attention, reduction: str):
     B, C = logits.shape[:2]
     lay = voxel_layout([logits, target, attention], [True, False, False])
     ACC, acc_torch = acc_dtype(logits.dtype)
-    C_PAD = class_pad(C)
-    BLOCK = voxel_block(C_PAD)
+    BLOCK = voxel_block(C)
     n_blocks = triton.cdiv(lay.N, BLOCK)
     none = reduction == "none"
     if none:
@@ -277,10 +270,19 @@ def attended_cross_entropy(logits, target, attention, reduction: str):
         out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
     attended_ce_kernel[(n_blocks, B)](
         logits, target, attention, out, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
-        *lay.strides[2], C=C, C_PAD=C_PAD, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=_NUM_WARPS)
+        *lay.strides[2], C=C, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     if none:
         return out
     return finish_reduction(out, B * lay.N if reduction == "mean" else 1, logits.dtype, ACC)
+
+
+@triton.jit
+def ce_grad_rows(coef, s, t, C: tl.constexpr):
+    """Rows coef * (s_k - [k = t]): the cross-entropy gradient scaled per voxel."""
+    rows = ()
+    for c in tl.static_range(C):
+        rows = rows + (coef * (s[c] - (t == c).to(coef.dtype)),)
+    return rows
 
 
 @triton.jit
@@ -300,7 +302,7 @@ def attended_ce_backward_kernel(
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     att_b_stride, att_s0_stride, att_s1_stride, att_s2_stride,
     grad_b_stride, grad_s0_stride, grad_s1_stride, grad_s2_stride,
-    C: tl.constexpr, C_PAD: tl.constexpr,
+    C: tl.constexpr,
     TWO: tl.constexpr,  # both streams (tsman_loss_backward) in the same pass
     REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -317,17 +319,15 @@ def attended_ce_backward_kernel(
     else:
         g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
     att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(a_ptr.dtype.element_ty).to(ACC)
-    coef = (g * att)[None, :]
-    onehot = one_hot_tile(tl.load(target_ptr + t_off, mask=vmask, other=0), C, C_PAD).to(ACC)
-    cls = tl.arange(0, C_PAD).to(tl.int64)
-    out = (bi * C + cls[:, None]) * n_voxels + v[None, :]
-    omask = (cls < C)[:, None] & vmask[None, :]
-    sa, _lse_a = softmax_tile(load_tile(a_ptr, a_c_stride, a_off, vmask, C, C_PAD).to(ACC), C, C_PAD)
-    tl.store(out_a_ptr + out, (coef * (sa - onehot)).to(out_a_ptr.dtype.element_ty), mask=omask)
+    coef = g * att
+    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    out_off = bi * C * n_voxels + v
+    sa, _lse_a = softmax_rows(load_rows(a_ptr, a_c_stride, a_off, vmask, C, a_ptr.dtype.element_ty, ACC), C)
+    store_rows(out_a_ptr, n_voxels, out_off, vmask, ce_grad_rows(coef, sa, t, C), C)
     if TWO:
         b_off = bi * b_b_stride + i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride
-        sb, _lse_b = softmax_tile(load_tile(b_ptr, b_c_stride, b_off, vmask, C, C_PAD).to(ACC), C, C_PAD)
-        tl.store(out_b_ptr + out, (coef * (sb - onehot)).to(out_b_ptr.dtype.element_ty), mask=omask)
+        sb, _lse_b = softmax_rows(load_rows(b_ptr, b_c_stride, b_off, vmask, C, b_ptr.dtype.element_ty, ACC), C)
+        store_rows(out_b_ptr, n_voxels, out_off, vmask, ce_grad_rows(coef, sb, t, C), C)
 
 
 def _attended_backward(grad, logits_a, logits_b, target, attention, reduction):
@@ -340,15 +340,14 @@ def _attended_backward(grad, logits_a, logits_b, target, attention, reduction):
     lay = voxel_layout(tensors, [True, True, False, False, False][:len(tensors)])
     g_strides = lay.strides[4] if none else (0, 0, 0, 0)
     ACC, _ = acc_dtype(logits_a.dtype)
-    C_PAD = class_pad(C)
-    BLOCK = voxel_block(C_PAD)
+    BLOCK = voxel_block(C)
     grad_a = torch.empty(logits_a.shape, dtype=logits_a.dtype, device=logits_a.device)
     grad_b = torch.empty(logits_b.shape, dtype=logits_b.dtype, device=logits_b.device) if two else grad_a
     attended_ce_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
         grad, logits_a, logits_b if two else logits_a, target, attention, grad_a, grad_b, lay.N, lay.D1, lay.D2,
         B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2],
-        *lay.strides[3], *g_strides, C=C, C_PAD=C_PAD, TWO=two, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK,
-        num_warps=_NUM_WARPS)
+        *lay.strides[3], *g_strides, C=C, TWO=two, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK,
+        num_warps=NUM_WARPS)
     return grad_a, grad_b
 
 

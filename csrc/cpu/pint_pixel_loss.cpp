@@ -36,7 +36,7 @@ void pint_pixel_loss_kernel_impl(const Geometry& g, const scalar_t* logits, cons
         for (int64_t j = 0; j < kBlock; j += Vec::size()) {
           const Vec u = Vec::loadu(buf.a + j);
           u_sum = u_sum + u;
-          const Vec alpha = (Vec(T(0)) - u).exp();
+          const Vec alpha = vexp(Vec(T(0)) - u);
           const Vec l = alpha * Vec::loadu(buf.b + j) + (Vec(T(1)) - alpha) * Vec::loadu(buf.c + j);
           l.store(buf.d + j);  // argmax is no longer needed
           acc = acc + l;
@@ -72,7 +72,7 @@ void pint_pixel_loss_backward_kernel_impl(const Geometry& g, const scalar_t* log
       const int64_t n0 = (id % g.blocks_per_item) * kBlock;
       const int64_t cnt = std::min(kBlock, g.N - n0);
       pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
-      pint_block_terms(buf, g.C, hard, normalize);
+      pint_block_terms(buf, g.C, hard, normalize, /*with_loss=*/false);
       // Per-voxel upstream gradient into buf.b (ce is not needed any more).
       if (grad_map != nullptr) {
         const scalar_t* gm = grad_map + b * g.N + n0;
@@ -83,7 +83,7 @@ void pint_pixel_loss_backward_kernel_impl(const Geometry& g, const scalar_t* log
       }
       for (int64_t j = 0; j < kBlock; j += Vec::size()) {
         const Vec gv = Vec::loadu(buf.b + j);
-        const Vec alpha = (Vec(T(0)) - Vec::loadu(buf.a + j)).exp();
+        const Vec alpha = vexp(Vec(T(0)) - Vec::loadu(buf.a + j));
         (gv * alpha).store(buf.a + j);               // w_ce
         (gv * (Vec(T(1)) - alpha)).store(buf.c + j); // w_mse
       }

@@ -7,18 +7,20 @@
 namespace pyseg_noise {
 namespace cpu {
 
-// Fills buf.s = softmax(x), buf.a = u (entropy, / log C if normalize),
-// buf.b = ce, buf.c = mse and, for hard pseudo labels, buf.d = argmax p.
+// Fills buf.s = softmax(x), buf.a = u (entropy, / log C if normalize) and,
+// for hard pseudo labels, buf.d = argmax p. With `with_loss` also buf.b = ce
+// and buf.c = mse (the backward needs neither).
 template <typename T>
-inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool normalize) {
+inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool normalize, bool with_loss = true) {
   using Vec = at::vec::Vectorized<T>;
-  block_softmax(buf.x, C, buf.s, buf.b);
+  block_softmax(buf.x, C, buf.s, with_loss ? buf.b : nullptr);
   block_entropy(buf.p, C, buf.a);
   if (normalize) {
     const Vec inv_log_c(T(1) / std::log(static_cast<T>(C)));
     for (int64_t j = 0; j < kBlock; j += Vec::size()) (Vec::loadu(buf.a + j) * inv_log_c).store(buf.a + j);
   }
   if (hard) block_argmax(buf.p, C, buf.d);
+  if (!with_loss) return;
   const Vec inv_c(T(1) / static_cast<T>(C));
   for (int64_t j = 0; j < kBlock; j += Vec::size()) {
     Vec acc(T(0));

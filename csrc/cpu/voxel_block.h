@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "fast_math.h"
+
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -97,25 +99,26 @@ struct TargetReader {
   std::atomic<int64_t>* bad_value;
 
   template <typename I>
-  inline void load_as(const I* p, int64_t off, int64_t cnt, int64_t* t) const {
+  inline void load_as(const I* p, int64_t off, int64_t cnt, int32_t* t) const {
     // Branch-free range test (vectorizes); the rare bad block is rescanned.
     uint64_t out_of_range = 0;
     for (int64_t j = 0; j < cnt; ++j) {
       const int64_t v = static_cast<int64_t>(p[off + j]);
       out_of_range |= static_cast<uint64_t>(static_cast<uint64_t>(v) >= static_cast<uint64_t>(C));
-      t[j] = v;
+      t[j] = static_cast<int32_t>(v);
     }
     if (out_of_range) {
       for (int64_t j = 0; j < cnt; ++j) {
-        if (t[j] < 0 || t[j] >= C) {
-          if (!bad->exchange(true)) bad_value->store(t[j]);
+        const int64_t v = static_cast<int64_t>(p[off + j]);
+        if (v < 0 || v >= C) {
+          if (!bad->exchange(true)) bad_value->store(v);
           t[j] = 0;
         }
       }
     }
   }
 
-  inline void load(int64_t off, int64_t cnt, int64_t* t) const {
+  inline void load(int64_t off, int64_t cnt, int32_t* t) const {
     switch (type) {
       case at::kByte: load_as(static_cast<const uint8_t*>(ptr), off, cnt, t); break;
       case at::kBool: load_as(static_cast<const bool*>(ptr), off, cnt, t); break;
@@ -147,26 +150,13 @@ inline void check_target_dtype(const char* op, const at::Tensor& target) {
                    op, ": target must be an integer tensor of class indices, got dtype ", t);
 }
 
-// log with a 3.5-ulp bound: for float under AVX2 Sleef's u35 variant is about
-// twice as fast as the 1-ulp Vectorized::log and the losses need no better.
-template <typename T>
-inline at::vec::Vectorized<T> vlog(const at::vec::Vectorized<T>& v) {
-  return v.log();
-}
-#if defined(CPU_CAPABILITY_AVX2)
-template <>
-inline at::vec::Vectorized<float> vlog(const at::vec::Vectorized<float>& v) {
-  return at::vec::Vectorized<float>(Sleef_logf8_u35(v));
-}
-#endif
-
 // Per-class buffers of one block in the math type T.
 template <typename T>
 struct BlockBuffers {
   int64_t C;
   std::vector<T> storage;
   T *x, *p, *s, *a, *b, *c, *d, *tf;
-  std::vector<int64_t> t;
+  std::vector<int32_t> t;  // target (validated, so it fits)
   explicit BlockBuffers(int64_t C_) : C(C_), storage((3 * C_ + 5) * kBlock), t(kBlock) {
     T* q = storage.data();
     x = q; q += C * kBlock;   // logits
@@ -201,7 +191,7 @@ inline void block_softmax(const T* x, int64_t C, T* s, T* lse) {
     for (int64_t c = 1; c < C; ++c) m = at::vec::maximum(m, Vec::loadu(x + c * kBlock + j));
     Vec z(T(0));
     for (int64_t c = 0; c < C; ++c) {
-      Vec e = (Vec::loadu(x + c * kBlock + j) - m).exp();
+      Vec e = vexp(Vec::loadu(x + c * kBlock + j) - m);
       e.store(s + c * kBlock + j);
       z = z + e;
     }

@@ -13,7 +13,6 @@ that is how CI checks the GPU kernels' numbers on machines without a GPU.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Callable, Optional, Sequence
 
@@ -42,7 +41,13 @@ def _triton_impls() -> dict:
 
 
 def triton_interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether the Triton kernels were built for the interpreter (TRITON_INTERPRET=1
+    was set when pyseg_noise.kernels was first imported)."""
+    try:
+        from pyseg_noise import kernels
+    except ImportError:
+        return False
+    return bool(kernels.INTERPRETED)
 
 
 def _warn_fallback(op: str, device: torch.device) -> None:
@@ -104,7 +109,7 @@ def resolve_backend(op: str, tensors: Sequence[torch.Tensor], backend: Optional[
         if not triton_interpreter_enabled():
             raise RuntimeError(
                 f"{op}: backend='triton' needs CUDA tensors; on CPU tensors it runs only in Triton's "
-                "interpreter, which is off (set TRITON_INTERPRET=1 before triton is imported)"
+                "interpreter, which is off (set TRITON_INTERPRET=1 before pyseg_noise is imported)"
             )
         return "triton-interpreter"
     raise RuntimeError(f"{op}: backend='triton' cannot run on device '{device}'")

@@ -48,14 +48,19 @@ PAIRS = _pairs()
 @pytest.mark.parametrize("spacing", [None, "aniso"])
 def test_distances_equal_medpy(kind, pred, ref, connectivity, spacing):
     sp = None if spacing is None else (0.7, 1.3, 2.1)[: pred.ndim]
+    # bitwise without spacing (same surface voxels, same order, same arithmetic); with anisotropic
+    # spacing equally distant voxels may be picked differently, a difference of a few ulps
+    def same(got, want):
+        return got == want if sp is None else got == pytest.approx(want, rel=1e-13, abs=0)
+
     for name, ours, theirs in DISTANCES:
         got = ours(pred, ref, sp, connectivity)
         want = theirs(pred, ref, sp, connectivity)
-        # bitwise: same surface voxels in the same order, same EDT
-        assert got == want, (name, got, want)
+        assert same(got, want), (name, got, want)
         assert isinstance(got, float)
     grouped = M.surface_distance_metrics(pred, ref, spacing=sp, connectivity=connectivity)
-    assert grouped == {name: theirs(pred, ref, sp, connectivity) for name, _, theirs in DISTANCES}
+    for name, _, theirs in DISTANCES:
+        assert same(grouped[name], theirs(pred, ref, sp, connectivity)), name
 
 
 @pytest.mark.parametrize("kind,pred,ref", PAIRS, ids=[f"{k}-{p.ndim}d" for k, p, _ in PAIRS])
@@ -67,8 +72,29 @@ def test_overlap_equal_medpy(kind, pred, ref):
 def test_surface_distances_equal_medpy_private():
     rng = np.random.default_rng(7)
     pred, ref = _blob((20, 22, 18), rng), _blob((20, 22, 18), rng)
-    want = getattr(mb, "__surface_distances")(pred, ref, (1.0, 2.0, 0.5), 2)
-    np.testing.assert_array_equal(M.surface_distances(pred, ref, (1.0, 2.0, 0.5), 2), want)
+    medpy_sd = getattr(mb, "__surface_distances")
+    np.testing.assert_array_equal(M.surface_distances(pred, ref, None, 2), medpy_sd(pred, ref, None, 2))
+    np.testing.assert_allclose(
+        M.surface_distances(pred, ref, (1.0, 2.0, 0.5), 2), medpy_sd(pred, ref, (1.0, 2.0, 0.5), 2), rtol=1e-13
+    )
+
+
+@pytest.mark.parametrize("spacing", [None, (0.7, 1.3, 2.1)])
+@pytest.mark.parametrize("ratio", [0, 10**9], ids=["kdtree", "feature-transform"])
+def test_both_nearest_neighbour_paths_equal_medpy(monkeypatch, spacing, ratio):
+    import pyseg_noise.metrics.surface_distance as sd
+
+    # force one path: ratio 0 always takes the k-d tree, a huge ratio never does
+    monkeypatch.setattr(sd, "_KDTREE_RATIO", ratio)
+    rng = np.random.default_rng(5)
+    pred, ref = _blob((30, 28, 22), rng), _blob((30, 28, 22), rng)
+    medpy_sd = getattr(mb, "__surface_distances")
+    for a, b in ((pred, ref), (ref, pred)):
+        got, want = sd.surface_distances(a, b, spacing, 1), medpy_sd(a, b, spacing, 1)
+        if spacing is None:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-13)
 
 
 def test_torch_and_integer_inputs():

@@ -283,7 +283,9 @@ def test_backend_choice_errors(monkeypatch):
     logits, target, prob = make_inputs((1, 2, 4, 4), torch.float32, "cpu", seed=9)
     with pytest.raises(ValueError, match=r"backend must be None or one of"):
         ops.pint_pixel_loss(logits, target, prob, backend="gpu")
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    import pyseg_noise.kernels
+
+    monkeypatch.setattr(pyseg_noise.kernels, "INTERPRETED", False)
     with pytest.raises(RuntimeError, match=r"backend='triton' needs CUDA tensors|needs the `triton` package"):
         ops.pint_pixel_loss(logits, target, prob, backend="triton")
 
@@ -325,3 +327,33 @@ def test_missing_extension_falls_back_with_one_warning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extreme_logits_and_probabilities(backend):
+    """±1e4 logits, all-equal rows and probabilities spanning 1e-30..1 stay finite and exact."""
+    g = torch.Generator().manual_seed(11)
+    B, C, S = 2, 4, (9, 8, 7)
+    logits = torch.randn((B, C, *S), generator=g, dtype=torch.float64) * 1e4
+    logits[:, :, 0] = 3.0  # all-equal rows: softmax exactly uniform
+    prob = torch.softmax(torch.randn((B, C, *S), generator=g, dtype=torch.float64) * 30, dim=1)
+    prob[:, :, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64).reshape(1, C, 1, 1)
+    target = torch.randint(0, C, (B, *S), generator=g)
+    for dtype in (torch.float32, torch.float64):
+        x = logits.to(dtype).requires_grad_()
+        for op in (ops.pint_pixel_loss, ops.pint_image_loss):
+            loss = op(x, target, prob.to(dtype), reduction="none", backend=backend)
+            xr = logits.to(dtype).double().requires_grad_()
+            ref_op = getattr(reference, op.__name__)
+            ref = ref_op(xr, target, prob.to(dtype).double(), reduction="none")
+            assert torch.isfinite(loss).all()
+            # CE of a 1e4-logit gap is ~1e4: compare relative to that scale
+            torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-5)
+            (gl,) = torch.autograd.grad(loss.sum(), x)
+            (gr,) = torch.autograd.grad(ref.sum(), xr)
+            assert torch.isfinite(gl).all()
+            torch.testing.assert_close(gl.double(), gr, rtol=1e-5, atol=1e-6)
+        p, u = ops.teacher_uncertainty(logits.to(dtype).unsqueeze(0).expand(3, -1, -1, -1, -1, -1), backend=backend)
+        rp, ru = reference.teacher_uncertainty(logits.to(dtype).double().unsqueeze(0))
+        torch.testing.assert_close(p.double(), rp, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(u.double(), ru, rtol=1e-5, atol=1e-5)

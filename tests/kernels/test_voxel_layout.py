@@ -1,0 +1,56 @@
+"""How the launchers fold strided tensors into program grids (pure Python, hand-computed cases)."""
+from __future__ import annotations
+
+import torch
+
+from tests.kernels.cases import requires_kernels
+
+pytestmark = requires_kernels
+
+
+def test_merge_spatial_contiguous_folds_to_one_axis():
+    from pyseg_noise.kernels.voxel_layout import merge_spatial
+
+    sizes, strides = merge_spatial([3, 41, 37], [[41 * 37, 37, 1], [41 * 37, 37, 1]], 3)
+    assert sizes == [3 * 41 * 37, 1, 1] and strides == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_merge_spatial_keeps_axes_one_tensor_breaks():
+    from pyseg_noise.kernels.voxel_layout import merge_spatial
+
+    # second tensor is every other element of a [4, 5, 13] buffer: (X, Y) still merge, Z stays apart
+    sizes, strides = merge_spatial([4, 5, 6], [[30, 6, 1], [65, 13, 2]], 3)
+    assert sizes == [20, 6, 1] and strides == [[6, 1, 1], [13, 2, 1]]
+    # a uniformly strided tensor folds completely
+    sizes, strides = merge_spatial([4, 5, 6], [[60, 12, 2]], 3)
+    assert sizes == [120, 1, 1] and strides == [[2, 1, 1]]
+    # size-1 axes vanish; stride-0 (expanded) axes merge with each other
+    sizes, strides = merge_spatial([1, 5, 6], [[99, 0, 0], [30, 6, 1]], 3)
+    assert sizes == [30, 1, 1] and strides == [[0, 1, 1], [1, 1, 1]]
+    sizes, strides = merge_spatial([5, 6], [[0, 1], [6, 1]], 3)  # broadcast along X only: no merge
+    assert sizes == [5, 6, 1] and strides == [[0, 1, 1], [6, 1, 1]]
+
+
+def test_voxel_layout_of_channels_last_logits():
+    from pyseg_noise.kernels.voxel_layout import voxel_layout
+
+    logits = torch.empty(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d)
+    target = torch.empty(2, 4, 5, 6, dtype=torch.long)
+    lay = voxel_layout([logits, target], [True, False])
+    assert (lay.B, lay.N, lay.D1, lay.D2) == (2, 120, 1, 1)
+    assert lay.strides[0] == (360, 1, 3, 1, 1) and lay.strides[1] == (120, 1, 1, 1)
+
+
+def test_slice_layout_tiles_along_the_innermost_slice_axis():
+    from pyseg_noise.kernels.voxel_layout import slice_layout
+
+    logits = torch.empty(2, 2, 10, 12, 80)
+    lay = slice_layout([logits], [True], -1, 1024)
+    assert lay.slice_inner and (lay.R, lay.W, lay.Q) == (80, 120, 1)
+    assert (lay.BLOCK_R, lay.BLOCK_W, lay.n_rblocks, lay.n_wblocks) == (32, 32, 3, 4)
+    assert lay.strides[0] == (19200, 9600, 1, 80, 1)
+    lay = slice_layout([logits], [True], 0, 1024)
+    assert not lay.slice_inner and (lay.R, lay.W, lay.Q) == (10, 960, 1)
+    assert (lay.BLOCK_R, lay.BLOCK_W) == (1, 1024)
+    lay = slice_layout([torch.empty(3, 2, 7, 9)], [True], -1, 1024)  # 2D: one slice per item
+    assert not lay.slice_inner and (lay.R, lay.W) == (1, 63) and (lay.BLOCK_R, lay.BLOCK_W) == (1, 64)
