@@ -23,7 +23,7 @@ inline void block_logsumexp(const T* x, int64_t C, T* lse) {
     Vec m = Vec::loadu(x + j);
     for (int64_t c = 1; c < C; ++c) m = at::vec::maximum(m, Vec::loadu(x + c * kBlock + j));
     Vec z(T(0));
-    for (int64_t c = 0; c < C; ++c) z = z + (Vec::loadu(x + c * kBlock + j) - m).exp();
+    for (int64_t c = 0; c < C; ++c) z = z + vexp(Vec::loadu(x + c * kBlock + j) - m);
     (m + vlog(z)).store(lse + j);
   }
 }
