@@ -266,8 +266,20 @@ inline at::vec::Vectorized<T> load_vec(const S* p, int64_t n) {
   if constexpr (std::is_same_v<S, T>) {
     return n == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, n);
   } else {
+    if constexpr (std::is_same_v<T, float> && at::vec::is_reduced_floating_point_v<S>) {
+      if (n == Vec::size()) {  // half/bfloat16 -> float in one vector instruction
+        Vec out;
+        at::vec::load_to_float(p, out);
+        return out;
+      }
+    }
     T tmp[Vec::size()] = {};
-    for (int64_t q = 0; q < n; ++q) tmp[q] = static_cast<T>(p[q]);
+    if (n == Vec::size()) {
+      // A constant trip count lets the compiler emit one vector conversion.
+      for (int64_t q = 0; q < Vec::size(); ++q) tmp[q] = static_cast<T>(p[q]);
+    } else {
+      for (int64_t q = 0; q < n; ++q) tmp[q] = static_cast<T>(p[q]);
+    }
     return Vec::loadu(tmp);
   }
 }
@@ -279,9 +291,19 @@ inline void store_vec(S* p, const at::vec::Vectorized<T>& v, int64_t n) {
   if constexpr (std::is_same_v<S, T>) {
     if (n == Vec::size()) v.store(p); else v.store(p, n);
   } else {
+    if constexpr (std::is_same_v<T, float> && at::vec::is_reduced_floating_point_v<S>) {
+      if (n == Vec::size()) {  // float -> half/bfloat16 (round to nearest even), one vector
+        at::vec::convert_from_float<S>(v, v).store(p, Vec::size());
+        return;
+      }
+    }
     T tmp[Vec::size()];
     v.store(tmp);
-    for (int64_t q = 0; q < n; ++q) p[q] = static_cast<S>(tmp[q]);
+    if (n == Vec::size()) {
+      for (int64_t q = 0; q < Vec::size(); ++q) p[q] = static_cast<S>(tmp[q]);
+    } else {
+      for (int64_t q = 0; q < n; ++q) p[q] = static_cast<S>(tmp[q]);
+    }
   }
 }
 
