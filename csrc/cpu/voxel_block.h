@@ -18,6 +18,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace pyseg_noise {
@@ -255,6 +256,55 @@ inline bool any_nan(const T* v, int64_t cnt) {
   bool nan = false;
   for (int64_t j = 0; j < cnt; ++j) nan |= std::isnan(v[j]);
   return nan;
+}
+
+// Loads n <= Vec::size() values of any floating (or integer) type S as a
+// Vectorized<T>; lanes past n are zero. Same-type loads stay a single loadu.
+template <typename T, typename S>
+inline at::vec::Vectorized<T> load_vec(const S* p, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  if constexpr (std::is_same_v<S, T>) {
+    return n == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, n);
+  } else {
+    if constexpr (std::is_same_v<T, float> && at::vec::is_reduced_floating_point_v<S>) {
+      if (n == Vec::size()) {  // half/bfloat16 -> float in one vector instruction
+        Vec out;
+        at::vec::load_to_float(p, out);
+        return out;
+      }
+    }
+    T tmp[Vec::size()] = {};
+    if (n == Vec::size()) {
+      // A constant trip count lets the compiler emit one vector conversion.
+      for (int64_t q = 0; q < Vec::size(); ++q) tmp[q] = static_cast<T>(p[q]);
+    } else {
+      for (int64_t q = 0; q < n; ++q) tmp[q] = static_cast<T>(p[q]);
+    }
+    return Vec::loadu(tmp);
+  }
+}
+
+// Stores the first n lanes of v into p, converting to S.
+template <typename S, typename T>
+inline void store_vec(S* p, const at::vec::Vectorized<T>& v, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  if constexpr (std::is_same_v<S, T>) {
+    if (n == Vec::size()) v.store(p); else v.store(p, n);
+  } else {
+    if constexpr (std::is_same_v<T, float> && at::vec::is_reduced_floating_point_v<S>) {
+      if (n == Vec::size()) {  // float -> half/bfloat16 (round to nearest even), one vector
+        at::vec::convert_from_float<S>(v, v).store(p, Vec::size());
+        return;
+      }
+    }
+    T tmp[Vec::size()];
+    v.store(tmp);
+    if (n == Vec::size()) {
+      for (int64_t q = 0; q < Vec::size(); ++q) p[q] = static_cast<S>(tmp[q]);
+    } else {
+      for (int64_t q = 0; q < n; ++q) p[q] = static_cast<S>(tmp[q]);
+    }
+  }
 }
 
 // Sums chunk partials in a fixed order.

@@ -8,6 +8,9 @@ for the other backends. ``set_value_checks(False)`` turns them off.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 _VALUE_CHECKS = True
@@ -111,3 +114,21 @@ def normalize_slice_dim(op: str, slice_dim, n_spatial: int) -> int:
     if n_spatial == 3 and not -3 <= slice_dim < 3:
         raise ValueError(f"{op}: slice_dim must index one of the 3 spatial axes (-3..2), got {slice_dim}")
     return slice_dim
+
+
+def check_smoothing(op: str, sigma2, kernel_size, spatial_dims, slice_dim, n_spatial: int) -> int:
+    """The Gaussian of loss_attention (SPEC 5): odd kernel_size >= 1, sigma2 > 0, spatial_dims 2 or 3
+    (3 only for 3D input). Returns slice_dim."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"{op}: kernel_size must be an int, got {type(kernel_size).__name__}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{op}: kernel_size must be an odd integer >= 1, got {kernel_size}")
+    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real):
+        raise TypeError(f"{op}: sigma2 (the Gaussian's variance) must be a float, got {type(sigma2).__name__}")
+    if not (math.isfinite(sigma2) and sigma2 > 0):
+        raise ValueError(f"{op}: sigma2 (the Gaussian's variance) must be > 0, got {sigma2}")
+    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
+        raise ValueError(f"{op}: spatial_dims must be 2 (in-plane) or 3 (volumetric), got {spatial_dims!r}")
+    if spatial_dims == 3 and n_spatial != 3:
+        raise ValueError(f"{op}: spatial_dims=3 needs 3D input [B, C, X, Y, Z]; for 2D input use spatial_dims=2")
+    return normalize_slice_dim(op, slice_dim, n_spatial)

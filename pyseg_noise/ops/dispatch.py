@@ -162,3 +162,24 @@ def register_triton_for_cuda() -> None:
         return
     for name, fn in _triton_impls().items():
         torch.library.register_kernel(f"pyseg_noise::{name}", "cuda", fn)
+
+
+_interpreted_ops: dict = {}
+
+
+def op_runner(name: str, backend: str, setup_context: Optional[Callable] = None,
+              backward: Optional[Callable] = None) -> Callable:
+    """The callable that runs op ``name`` on a resolved ``backend``.
+
+    The dispatcher's op (``torch.ops.pyseg_noise.<name>``: C++ on CPU, Triton on
+    CUDA, with the autograd registered on it), or under Triton's interpreter the
+    launcher itself, wrapped with the op's autograd when ``backward`` is given.
+    """
+    if backend != "triton-interpreter":
+        return getattr(torch.ops.pyseg_noise, name)
+    if name not in _interpreted_ops:
+        if backward is None:
+            _interpreted_ops[name] = getattr(TRITON_OPS, name)
+        else:
+            _interpreted_ops[name] = autograd_op(name, setup_context, backward)
+    return _interpreted_ops[name]

@@ -54,6 +54,7 @@ log, TensorBoard and plots, and the final validation on clean labels.
 """
 from .checkpoint import atomic_save, checkpoint_path, load_checkpoint
 from .collapse import CollapseVerdict, detect_collapse
+from .ema import EMATeacher
 from .config import (ConfigError, DataConfig, ModelConfig, NoOptions, OptimConfig, TrainConfig, load_config,
                      save_config)
 from .method import Batch, Method
@@ -62,6 +63,7 @@ from .registry import (Distiller, get_distiller, get_method, distiller_names, me
 from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted, TrainResult, load_trained
 
 __all__ = [
+    "EMATeacher",
     "Trainer",
     "TrainResult",
     "TrainConfig",
