@@ -372,3 +372,29 @@ def test_config_errors_name_the_option():
 
 def test_registered_names():
     assert {"decoupling", "coteaching", "trinet", "pickandlearn", "reweight"} <= set(_METHODS)
+
+
+def test_override_folders_as_reproduce_writes_them(noisy_root, tmp_path):
+    # reproduce's layout: every case as <case>.h5 (dataset "label") + manifest.json with noise records
+    import json
+
+    records = json.loads((noisy_root / "label_noisy_manifest.json").read_text())["cases"]
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for r in records:
+        with h5py.File(noisy_root / r["case"] / "mri_norm2.h5") as f, h5py.File(folder / f"{r['case']}.h5", "w") as g:
+            g.create_dataset("label", data=f["label_noisy"][()])
+    (folder / "manifest.json").write_text(json.dumps({"cases": records}))
+    assert label_noise_rate(noisy_root, label_overrides=str(folder)) == pytest.approx(label_noise_rate(noisy_root, "noisy"))
+    config = make_config("reweight", ReweightOptions(), str(noisy_root), label_overrides=str(folder))
+    assert clean_meta_cases(config, 4) == sorted(r["case"] for r in records if not r["noisy"])
+    # without a manifest, overridden cases are not trusted
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match="meta_cases"):
+        clean_meta_cases(config, 4)
+
+
+def test_a_loaded_method_keeps_its_tau_without_the_data():
+    method = make_method(Coteaching, CoteachingOptions())  # forget_rate null, no data.root
+    method.load_state_dict({"forget_rate": 0.25})
+    assert method.forget_rate == 0.25 and method.rate(1000) == pytest.approx(0.75)

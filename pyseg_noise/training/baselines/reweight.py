@@ -20,9 +20,9 @@ run's current learning rate (plain SGD in the virtual step, as Ren et al.).
 Departures and choices: the weights are normalised over all voxels of the
 (per-process) mini-batch, as Ren et al. normalise over the mini-batch; the
 clean set is a few training cases whose clean labels are known
-(``meta_cases``, or the first ``meta_num_cases`` cases the noise manifest of
-:func:`pyseg_noise.data.corrupt_dataset` marks as not corrupted — on the
-synthetic set, "a few clean cases"); they stay in the noisy training set,
+(``meta_cases``, or the first ``meta_num_cases`` cases that the noise manifest
+of :func:`pyseg_noise.data.corrupt_dataset` or of ``reproduce``'s label folder
+marks as not corrupted — on the synthetic set, "a few clean cases"); they stay in the noisy training set,
 as their training labels are clean anyway. Each iteration draws
 ``meta_batch_size`` random crops of them (seeded by the run's seed and the
 iteration, so a resumed run draws the same). DenseVoxNet's auxiliary loss
@@ -126,8 +126,15 @@ def clean_meta_cases(config, n: int) -> List[str]:
     if d.label_overrides:
         from ..run_data import label_override_paths
 
-        overridden = set(label_override_paths(d.label_overrides))
-        cases = [c for c in cases if c not in overridden]
+        manifest = Path(d.label_overrides) / "manifest.json"
+        records = json.loads(manifest.read_text()).get("cases") if manifest.is_file() else None
+        if isinstance(records, list) and all(isinstance(r, dict) and "noisy" in r for r in records):
+            # a noisy-label folder written by `reproduce` (every case, with its noise record)
+            clean = {r["case"] for r in records if not r["noisy"]}
+            cases = [c for c in cases if c in clean]
+        else:  # other override files replace labels we cannot vouch for
+            overridden = set(label_override_paths(d.label_overrides))
+            cases = [c for c in cases if c not in overridden]
     if not cases:
         raise ConfigError("reweight: found no training case with clean labels; set method_options.meta_cases")
     return cases[:n]
