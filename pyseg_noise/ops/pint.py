@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pyseg_noise.ops import checks, reference
-from pyseg_noise.ops.dispatch import HAS_CPU_EXTENSION, autograd_op, ops_of, resolve_backend
+from pyseg_noise.ops.dispatch import HAS_CPU_EXTENSION, op_runner, ops_of, resolve_backend
 
 __all__ = [
     "teacher_uncertainty",
@@ -115,27 +115,6 @@ if HAS_CPU_EXTENSION:
     )
 
 
-_interpreted = {}
-
-
-def _interpreted_op(name, setup_context=None, backward=None):
-    """The Triton launcher of ``name`` wrapped with the op's autograd (interpreter path)."""
-    if name not in _interpreted:
-        if backward is None:
-            from pyseg_noise.ops.dispatch import TRITON_OPS
-
-            _interpreted[name] = getattr(TRITON_OPS, name)
-        else:
-            _interpreted[name] = autograd_op(name, setup_context, backward)
-    return _interpreted[name]
-
-
-def _runner(name: str, backend: str, setup_context=None, backward=None):
-    if backend == "triton-interpreter":
-        return _interpreted_op(name, setup_context, backward)
-    return getattr(torch.ops.pyseg_noise, name)
-
-
 # --------------------------------------------------------------------------
 # Public functions
 # --------------------------------------------------------------------------
@@ -167,7 +146,7 @@ def teacher_uncertainty(teacher_logits: Tensor, *, backend: Optional[str] = None
     which = resolve_backend(op, [teacher_logits], backend)
     if which == "reference":
         return reference.teacher_uncertainty(teacher_logits)
-    return tuple(_runner(op, which)(teacher_logits))
+    return tuple(op_runner(op, which)(teacher_logits))
 
 
 class TeacherUncertaintyAccumulator:
@@ -213,7 +192,7 @@ class TeacherUncertaintyAccumulator:
         if which == "reference":
             self._sum += torch.softmax(logits.to(self._sum.dtype), dim=1)
         else:
-            _runner("softmax_accumulate_", which)(self._sum, logits)
+            op_runner("softmax_accumulate_", which)(self._sum, logits)
         self._count += 1
 
     def compute(self) -> Tuple[Tensor, Tensor]:
@@ -224,7 +203,7 @@ class TeacherUncertaintyAccumulator:
         if which == "reference":
             prob = self._sum / self._count
             return prob, reference.prob_entropy(prob)
-        return tuple(_runner("prob_entropy", which)(self._sum, 1.0 / self._count))
+        return tuple(op_runner("prob_entropy", which)(self._sum, 1.0 / self._count))
 
 
 def _check_pint_inputs(op, logits, target, teacher_prob, pseudo_label, reduction):
@@ -286,7 +265,7 @@ def pint_pixel_loss(
             logits, target, teacher_prob, pseudo_label=pseudo_label, reduction=reduction,
             normalize_entropy=normalize_entropy,
         )
-    run = _runner(op, which, _pixel_setup_context, _pixel_backward)
+    run = op_runner(op, which, _pixel_setup_context, _pixel_backward)
     return run(logits, target, teacher_prob, pseudo_label == "hard", bool(normalize_entropy), reduction)
 
 
@@ -313,7 +292,7 @@ def slice_uncertainty(entropy: Tensor, *, slice_dim: int = -1, backend: Optional
     which = resolve_backend(op, [entropy], backend)
     if which == "reference":
         return reference.slice_uncertainty(entropy, slice_dim=slice_dim)
-    return _runner(op, which)(entropy, slice_dim)
+    return op_runner(op, which)(entropy, slice_dim)
 
 
 def pint_image_loss(
@@ -355,6 +334,6 @@ def pint_image_loss(
             logits, target, teacher_prob, pseudo_label=pseudo_label, reduction=reduction,
             normalize_entropy=normalize_entropy, slice_dim=slice_dim,
         )
-    run = _runner(op, which, _image_setup_context, _image_backward)
+    run = op_runner(op, which, _image_setup_context, _image_backward)
     loss, _ = run(logits, target, teacher_prob, pseudo_label == "hard", bool(normalize_entropy), slice_dim, reduction)
     return loss
