@@ -140,3 +140,85 @@ def test_image_loss_and_uncertainty_properties(backend, shape, seed, exact, layo
     assert (alpha > 0).all() and (alpha <= 1).all()
     torch.testing.assert_close(U.double().cpu(), reference.slice_uncertainty(u.double().cpu(), slice_dim=slice_dim),
                                rtol=1e-5, atol=1e-6)
+
+
+@st.composite
+def two_streams(draw):
+    n_spatial = draw(st.integers(2, 3))
+    sizes = [draw(st.integers(1, 18)) for _ in range(n_spatial)]
+    return (draw(st.integers(1, 2)), draw(st.integers(2, 8)), *sizes)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@SETTINGS
+@given(
+    shape=two_streams(),
+    seed=st.integers(0, 2**31 - 1),
+    agree=st.floats(0.0, 1.0),
+    kernel_size=st.sampled_from([1, 3, 5]),
+    sigma2=st.sampled_from([0.25, 0.5, 2.0]),
+    volumetric=st.booleans(),
+    slice_dim=st.sampled_from([-1, 0, 1]),
+    layout=st.sampled_from(["contiguous", "permuted", "sliced"]),
+)
+def test_tsman_properties(backend, shape, seed, agree, kernel_size, sigma2, volumetric, slice_dim, layout):
+    """attention in [0, 1] and equal to the dense reference; the loss >= 0, its mean the mean
+    of "none", both gradients equal to the reference."""
+    g = torch.Generator().manual_seed(seed)
+    B, C, *S = shape
+    spatial_dims = 3 if (volumetric and len(S) == 3) else 2
+    # one-hot-ish logits with a margin: the argmax cannot flip by rounding
+    la = torch.nn.functional.one_hot(torch.randint(0, C, (B, *S), generator=g), C).movedim(-1, 1).double() * 4
+    lb = torch.nn.functional.one_hot(torch.randint(0, C, (B, *S), generator=g), C).movedim(-1, 1).double() * 4
+    same = torch.rand((B, 1, *S), generator=g) < agree
+    lb = torch.where(same, la, lb)
+    la = la + torch.rand(la.shape, generator=g, dtype=torch.float64)
+    lb = lb + torch.rand(lb.shape, generator=g, dtype=torch.float64)
+    target = torch.randint(0, C, (B, *S), generator=g)
+    dev = device_for(backend)
+    kw = dict(sigma2=sigma2, kernel_size=kernel_size, spatial_dims=spatial_dims, slice_dim=slice_dim)
+    a = strided(la.float(), layout).to(dev).requires_grad_()
+    b = strided(lb.float(), layout).to(dev).requires_grad_()
+    att = ops.loss_attention(a, b, backend=backend, **kw)
+    ref_att = reference.loss_attention(la.float().double(), lb.float().double(), **kw)
+    assert (att >= 0).all() and (att <= 1).all()
+    torch.testing.assert_close(att.double().cpu(), ref_att, rtol=1e-5, atol=1e-6)
+    none = ops.tsman_loss(a, b, target.to(dev), reduction="none", backend=backend, **kw)
+    mean = ops.tsman_loss(a, b, target.to(dev), backend=backend, **kw)
+    assert (none >= 0).all()
+    torch.testing.assert_close(mean.double(), none.double().mean(), rtol=1e-4, atol=1e-6)
+    ar = la.float().double().requires_grad_()
+    br = lb.float().double().requires_grad_()
+    ref, _ = reference.tsman_loss(ar, br, target, reduction="none", **kw)
+    torch.testing.assert_close(none.double().cpu(), ref, rtol=1e-4, atol=1e-5)
+    up = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    ga, gb = torch.autograd.grad(none, (a, b), up.float().to(dev))
+    gar, gbr = torch.autograd.grad(ref, (ar, br), up.float().double())
+    torch.testing.assert_close(ga.double().cpu(), gar, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gb.double().cpu(), gbr, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@SETTINGS
+@given(
+    sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=12),
+    dtypes=st.lists(st.sampled_from([torch.float32, torch.float16, torch.float64]), min_size=12, max_size=12),
+    decay=st.floats(0.0, 1.0),
+    as_tensor=st.booleans(),
+)
+def test_ema_update_properties(backend, sizes, dtypes, decay, as_tensor):
+    """ema_update_ equals torch._foreach_lerp_ for any mix of sizes and dtypes, in place."""
+    if backend == "triton" and not torch.cuda.is_available() and torch.float64 in dtypes[: len(sizes)]:
+        dtypes = [torch.float32 if d == torch.float64 else d for d in dtypes]
+    g = torch.Generator().manual_seed(len(sizes))
+    dev = device_for(backend)
+    ema = [torch.randn(n, generator=g).to(d).to(dev) for n, d in zip(sizes, dtypes)]
+    src = [torch.randn(n, generator=g).to(d).to(dev) for n, d in zip(sizes, dtypes)]
+    expect = [e.clone() for e in ema]
+    torch._foreach_lerp_(expect, src, 1.0 - decay)
+    ptrs = [e.data_ptr() for e in ema]
+    ops.ema_update_(ema, src, torch.tensor(decay, dtype=torch.float64) if as_tensor else decay, backend=backend)
+    assert [e.data_ptr() for e in ema] == ptrs
+    for e, x, d in zip(ema, expect, dtypes):
+        tol = {torch.float16: (2e-3, 2e-3), torch.float32: (1e-6, 1e-6), torch.float64: (1e-12, 1e-12)}[d]
+        torch.testing.assert_close(e, x, rtol=tol[0], atol=tol[1])
