@@ -39,10 +39,14 @@ __all__ = [
 BUILTIN_METHOD_MODULES: List[str] = [
     "pyseg_noise.training.vnet",
     "pyseg_noise.training.pint",
+    "pyseg_noise.training.tsman",
+    "pyseg_noise.training.baselines",
 ]
 
 #: modules whose import registers the built-in distillers
-BUILTIN_DISTILLER_MODULES: List[str] = []
+BUILTIN_DISTILLER_MODULES: List[str] = [
+    "pyseg_noise.training.distill",
+]
 
 _METHODS: Dict[str, type] = {}
 _DISTILLERS: Dict[str, "Distiller"] = {}

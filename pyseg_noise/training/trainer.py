@@ -276,11 +276,13 @@ class Trainer:
             if not self.overwrite:
                 raise ConfigError(f"run folder {self.run_dir} already holds a run; pass --resume to continue it "
                                   "or choose another --out")
-            if info.is_main:
+        # every process has looked at the folder before rank 0 changes it
+        ddp.barrier()
+        if info.is_main:
+            if not self.resume:
                 for p in (ckpt_file, self.run_dir / "log.jsonl"):
                     if p.exists():
                         p.unlink()
-        if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, marker)
         return state
@@ -307,7 +309,7 @@ class Trainer:
                 "sampler": {"seed": self.config.seed, "global_batch": self.config.batch_size, "next_iteration": it},
                 "rng": rngs,
                 "world_size": info.world_size,
-                "torch_version": torch.__version__,
+                "torch_version": str(torch.__version__),
             }, path)
         ddp.barrier()
         return path
