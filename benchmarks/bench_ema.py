@@ -43,7 +43,8 @@ def _model_params(name: str) -> List[torch.Tensor]:
 
 def _size(name: str, shapes) -> Size:
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
-    label = f"{name} ({numel / 1e6:.2f} M params, {len(shapes)} tensors)"
+    count = f"{numel / 1e6:.2f} M" if numel >= 10**5 else str(numel)
+    label = f"{name} ({count} params, {len(shapes)} tensors)"
     return Size(label, {"model": name, "shapes": [tuple(s) for s in shapes]}, numel, paper=name != "smoke")
 
 

@@ -123,12 +123,11 @@ def time_call(
 
 @contextlib.contextmanager
 def _quiet_stderr_fd():
-    """Silences file descriptor 2 for a moment.
+    """Silences file descriptor 2 (C++ logging that Python cannot filter) for a moment.
 
     The profiler's kineto library writes a line to stderr each time it starts
-    and stops, from C++; a benchmark that profiles every row would bury its own
-    progress lines under them. Only profiler start and stop run in here, never
-    the measured call.
+    and stops; a benchmark that profiles every row would bury its own progress
+    lines under them.
     """
     try:
         sys.stderr.flush()
@@ -149,15 +148,15 @@ def _quiet_stderr_fd():
 def _profiler_peak(run: Callable[[Any], Any], state: Any) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    # Quiet for the whole profiled call: besides kineto's start/stop lines, the
+    # CPU allocator logs a warning from C++ when the call frees a block made
+    # before profiling began (a backward freeing the forward's saved tensors).
+    # The same call already ran, loudly, while it was timed; a Python
+    # exception still propagates.
     with _quiet_stderr_fd():
-        prof.__enter__()
-    try:
-        out = run(state)
-    finally:
-        with _quiet_stderr_fd():
-            prof.__exit__(None, None, None)
-    del out
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = run(state)
+        del out
     # kineto's raw events carry nanosecond start times; the FunctionEvent view
     # rounds to microseconds, where an allocation and a free can tie.
     results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
@@ -169,6 +168,9 @@ def _profiler_peak(run: Callable[[Any], Any], state: Any) -> int:
             for i, e in enumerate(prof.events())
             if e.name == "[memory]"
         ]
+    # Frees of blocks allocated before the profiler started are not reported
+    # (the allocator does not know their size), so tensors made before the call
+    # and freed in it are not subtracted: the peak is an upper bound there.
     events.sort()
     live = peak = 0
     for _, _, nbytes in events:
@@ -257,6 +259,29 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _last_level_cache() -> Optional[str]:
+    """Level and size of the largest CPU cache, from sysfs (e.g. "L3 32 MiB")."""
+    best = None
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if entry.startswith("index"):
+                with open(os.path.join(base, entry, "level")) as f:
+                    level = int(f.read())
+                with open(os.path.join(base, entry, "size")) as f:
+                    size = f.read().strip()
+                if best is None or level > best[0]:
+                    best = (level, size)
+    except (OSError, ValueError):
+        return None
+    if best is None:
+        return None
+    level, size = best
+    if size.endswith("K") and size[:-1].isdigit():
+        size = f"{int(size[:-1]) / 1024:g} MiB"
+    return f"L{level} {size}"
+
+
 def _git_commit() -> Optional[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -280,6 +305,7 @@ def machine_info(device: torch.device) -> Dict[str, str]:
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
         "torch threads": str(torch.get_num_threads()),
+        "last-level cache": _last_level_cache() or "?",
         "torch": torch.__version__,
         "cpu capability": str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()),
         "python": platform.python_version(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -38,7 +39,10 @@ def _ms(seconds: float) -> str:
         return f"{ms:.1f}"
     if ms >= 1:
         return f"{ms:.2f}"
-    return f"{ms:.3f}" if ms >= 0.01 else f"{ms:.4f}"
+    if ms <= 0:
+        return "0"
+    # three significant digits, never an exponent
+    return f"{ms:.{2 - math.floor(math.log10(ms))}f}"
 
 
 def _opt(value: Optional[float], fmt: str) -> str:
@@ -110,15 +114,39 @@ def _methods(result: RunResult) -> List[str]:
         "- **min MiB, GB/s, % copy**: the fewest bytes the op must read and write "
         "(`benchmarks/traffic.py`: each input read once, each output written once; a backward re-reads "
         "the inputs and writes the gradient), divided by the median time; and that bandwidth as a "
-        "share of this run's copy bandwidth (above).",
+        "share of this run's copy bandwidth (above). An op whose inputs fit in the last-level "
+        "cache (machine table) can beat the copy of buffers that do not: its inputs stay cached between calls.",
     ]
     return lines
+
+
+def _busy_warning(result: RunResult) -> str:
+    """A warning when other work shared the CPU: a 1-minute load average above half the
+    cores before the run, or above this run's own threads plus half the cores at its end."""
+    try:
+        cores = int(result.machine.get("cores", "0"))
+        threads = int(result.machine.get("torch threads", "0"))
+    except ValueError:
+        return ""
+    start = result.load_start[0] if result.load_start else 0.0
+    end = result.load_end[0] if result.load_end else 0.0
+    if not cores or (start <= 0.5 * cores and end <= threads + 0.5 * cores):
+        return ""
+    return (
+        f"**Warning**: the machine was busy during this run (1-minute load average {start:.1f} at the start, "
+        f"{end:.1f} at the end, on {cores} cores): times are noisy, and a parallel region can wait "
+        "milliseconds for a thread the scheduler gave to another process. Re-run on a quiet machine "
+        "before quoting the numbers."
+    )
 
 
 def write_markdown(result: RunResult, targets: Sequence[TargetResult], path: str) -> None:
     parts = ["# pyseg_noise benchmarks", ""]
     if result.interrupted:
         parts += ["**Interrupted**: only the rows measured before Ctrl-C are here.", ""]
+    busy = _busy_warning(result)
+    if busy:
+        parts += [busy, ""]
     parts += ["## Machine", "", "| | |", "|---|---|"]
     parts += [f"| {k} | {v} |" for k, v in result.machine.items()]
     if result.load_end is not None:
@@ -162,6 +190,7 @@ def write_plot(result: RunResult, path: str) -> None:
     provider (colour) and mode (line style), interquartile range as error bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     panels: Dict[tuple, List[Row]] = OrderedDict()
     for row in result.rows:
@@ -191,6 +220,8 @@ def write_plot(result: RunResult, path: str) -> None:
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # minor-tick labels of a log axis spanning less than two decades overlap
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{op} {variant}".strip(), fontsize=10)
         ax.set_xlabel("elements (EMA)" if op == "ema_update_" else "voxels (B x X x Y x Z)")
         ax.set_ylabel("median time (ms)")

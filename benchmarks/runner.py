@@ -74,6 +74,7 @@ class RunResult:
     copy_bps_end: float = 0.0
     rows: List[Row] = field(default_factory=list)
     skips: List[Skip] = field(default_factory=list)
+    load_start: Optional[Sequence[float]] = None
     load_end: Optional[Sequence[float]] = None
     interrupted: bool = False
     seconds: float = 0.0
@@ -204,7 +205,9 @@ def run_benchmarks(
     if warmup < 1:
         raise ValueError(f"warmup must be at least 1 (the first call is never timed), got {warmup}")
     start = time.perf_counter()
+    load_start = measure.load_average()
     result = RunResult(
+        load_start=load_start,
         machine=measure.machine_info(device),
         settings={
             "sizes": sizes, "modes": ",".join(modes), "providers": ",".join(providers) if providers else "all",

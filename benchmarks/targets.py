@@ -92,7 +92,7 @@ def _memory_within(factor: float):
         if row.peak_bytes is None or not row.grad_bytes:
             return None
         ratio = row.peak_bytes / row.grad_bytes
-        return ratio <= factor, f"{ratio:.2f}x grad ({row.peak_bytes / 2**20:.1f} MiB)"
+        return ratio <= factor, f"{ratio:.2f}x grad, {row.peak_bytes / 2**20:.1f} MiB"
 
     return check
 
@@ -110,7 +110,7 @@ def _near_floor(row, ctx):
         return None
     floor = row.min_bytes / ctx.copy_bps
     ratio = row.median_s / floor
-    return ratio <= 2.0, f"{ratio:.2f}x floor ({floor * 1e3:.2f} ms)"
+    return ratio <= 2.0, f"{ratio:.2f}x the floor of {floor * 1e3:.2f} ms"
 
 
 def _bandwidth_share(row, ctx):
