@@ -215,6 +215,7 @@ def run_benchmarks(
             "copy buffer": f"{copy_bytes / 2**20:g} MiB",
         },
     )
+    log(" | ".join(f"{k}: {v}" for k, v in result.machine.items()))
     try:
         result.copy_bps_start, result.copy_timing = measure.copy_bandwidth(device, copy_bytes)
         log(f"copy bandwidth ({copy_bytes / 2**20:.0f} MiB buffers): {result.copy_bps_start / 1e9:.2f} GB/s")
