@@ -9,18 +9,34 @@ namespace pyseg_noise {
 namespace cpu {
 namespace {
 
+// The voxels of an item are (outer, slice, inner) with inner contiguous: a row
+// of `n_slices * inner` voxels visits every slice once. Chunks are fixed runs of
+// rows, so the per-chunk partial sums and their ordered total do not depend on
+// the thread count. Rows are summed with contiguous (vectorizable) loops.
 template <typename scalar_t>
 void slice_uncertainty_kernel_impl(const Geometry& g, const Slicing& sl, const scalar_t* entropy,
-                                   std::vector<double>& partial) {
-  at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+                                   int64_t rows_per_chunk, int64_t chunks_per_item, std::vector<double>& partial) {
+  const int64_t row_len = sl.n_slices * sl.inner;
+  const int64_t rows = g.N / row_len;
+  at::parallel_for(0, g.B * chunks_per_item, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int64_t b = chunk / g.chunks_per_item;
-      const int64_t n0 = (chunk % g.chunks_per_item) * kBlocksPerChunk * kBlock;
-      const int64_t n1 = std::min(n0 + kBlocksPerChunk * kBlock, g.N);
+      const int64_t b = chunk / chunks_per_item;
+      const int64_t r0 = (chunk % chunks_per_item) * rows_per_chunk;
+      const int64_t r1 = std::min(r0 + rows_per_chunk, rows);
       double* acc = partial.data() + chunk * sl.n_slices;
-      const scalar_t* e = entropy + b * g.N;
-      SliceCursor cur(sl, n0);
-      for (int64_t n = n0; n < n1; ++n, cur.next()) acc[cur.slice] += static_cast<double>(e[n]);
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* row = entropy + b * g.N + r * row_len;
+        if (sl.inner == 1) {
+          for (int64_t i = 0; i < sl.n_slices; ++i) acc[i] += static_cast<double>(row[i]);
+        } else {
+          for (int64_t i = 0; i < sl.n_slices; ++i) {
+            const scalar_t* run = row + i * sl.inner;
+            double s = 0.0;
+            for (int64_t k = 0; k < sl.inner; ++k) s += static_cast<double>(run[k]);
+            acc[i] += s;
+          }
+        }
+      }
     }
   });
 }
@@ -39,9 +55,13 @@ at::Tensor slice_uncertainty_cpu(const at::Tensor& entropy_in, int64_t slice_dim
   const Slicing sl = slicing_of(entropy.sizes().slice(1), slice_dim, op);
   // Geometry of a [B, 1, *S] view: one "class".
   const Geometry g = geometry_of(entropy.unsqueeze(1));
-  std::vector<double> partial(g.n_chunks() * sl.n_slices, 0.0);
+  const int64_t row_len = sl.n_slices * sl.inner;
+  const int64_t rows_per_chunk = std::max<int64_t>(1, kBlocksPerChunk * kBlock / row_len);
+  const int64_t chunks_per_item = (g.N / row_len + rows_per_chunk - 1) / rows_per_chunk;
+  std::vector<double> partial(g.B * chunks_per_item * sl.n_slices, 0.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, entropy.scalar_type(), "slice_uncertainty", [&] {
-    slice_uncertainty_kernel_impl<scalar_t>(g, sl, entropy.const_data_ptr<scalar_t>(), partial);
+    slice_uncertainty_kernel_impl<scalar_t>(g, sl, entropy.const_data_ptr<scalar_t>(), rows_per_chunk,
+                                            chunks_per_item, partial);
   });
   at::Tensor out = at::empty({g.B, sl.n_slices}, entropy.options().dtype(at::kDouble));
   double* o = out.mutable_data_ptr<double>();
@@ -49,7 +69,7 @@ at::Tensor slice_uncertainty_cpu(const at::Tensor& entropy_in, int64_t slice_dim
   for (int64_t b = 0; b < g.B; ++b)
     for (int64_t i = 0; i < sl.n_slices; ++i) {
       double acc = 0.0;
-      for (int64_t k = 0; k < g.chunks_per_item; ++k) acc += partial[(b * g.chunks_per_item + k) * sl.n_slices + i];
+      for (int64_t k = 0; k < chunks_per_item; ++k) acc += partial[(b * chunks_per_item + k) * sl.n_slices + i];
       o[b * sl.n_slices + i] = acc / per_slice;
     }
   return out.to(entropy.scalar_type());
