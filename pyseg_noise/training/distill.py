@@ -241,8 +241,11 @@ def predict_probs(model: Model, x: Tensor, *, patch_size: Union[int, Sequence[in
         if stride is None:
             p = (patch_size,) * 3 if isinstance(patch_size, int) else tuple(patch_size)
             stride = tuple(max(1, (int(s) + 1) // 2) for s in p)
-        probs = sliding_window_inference(xin, model, patch_size=patch_size, stride=stride, batch_size=batch_size,
-                                         output=output)
+        target, how = model, output
+        if not isinstance(model, nn.Module) and output is None and callable(getattr(model, "predict", None)):
+            target, how = model.predict, "probs"  # a training Method: not callable itself
+        probs = sliding_window_inference(xin, target, patch_size=patch_size, stride=stride, batch_size=batch_size,
+                                         output=how)
         return probs.to(x.device)
     use_predict = output is None and callable(getattr(model, "predict", None))
     fn = model.predict if use_predict else model
@@ -269,7 +272,7 @@ def predict_probs(model: Model, x: Tensor, *, patch_size: Union[int, Sequence[in
 def _models_list(models) -> list:
     if isinstance(models, (list, tuple, nn.ModuleList)):
         models = list(models)
-    elif callable(models):
+    elif callable(models) or callable(getattr(models, "predict", None)):
         models = [models]
     else:
         raise TypeError(f"models must be a model, a callable or a sequence of them, got {type(models).__name__}")

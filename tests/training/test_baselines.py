@@ -181,7 +181,7 @@ def test_decoupling_method_trains_and_logs_the_disagreement():
 
 
 def test_decoupling_warmup_uses_every_voxel():
-    method = make_method(Decoupling, DecouplingOptions(warmup_iterations=2))
+    method = make_method(Decoupling, DecouplingOptions(warmup_fraction=0.5))  # 4 iterations -> 2 of plain CE
     method.train()
     assert float(method.train_step(tiny_batch(0), 1)["update_fraction"]) == 1.0
     assert float(method.train_step(tiny_batch(0), 2)["update_fraction"]) < 1.0

@@ -14,7 +14,7 @@ from pyseg_noise.training.registry import _METHODS
 from pyseg_noise.training.tsman import TSMANMethod, TSMANOptions, tsman_pair_loss, tsman_training_loss
 
 SIZE = (16, 16, 16)
-TINY = dict(stem_channels=4, growth_rate=2, n_layers=[1, 1], up_channels=[4, 4], dropout_rate=0.0)
+TINY = dict(stem_channels=4, growth_rate=2, n_layers=[1, 1], up_channels=[4, 4], dropout_rate=0.0, warmup_fraction=0.0)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -140,6 +140,20 @@ def test_attention_points_build_exactly_the_table_2_rows(points):
     assert math.isfinite(float(out["loss"].detach()))
 
 
+def test_warmup_trains_with_plain_ce_first():
+    method = make_method(warmup_fraction=0.5)  # 3 iterations -> f4 from iteration 2 (round(1.5) = 2)
+    assert method.warmup_iterations == 2
+    method.train()
+    b = batch(0)
+    plain = method.train_step(b, 1)
+    assert "attention_mean" not in plain
+    a, bb, xa, xb = method.model(b.image)
+    expected = sum(F.cross_entropy(z, b.label) for z in (a, bb)) + method.aux_weight * sum(
+        F.cross_entropy(z, b.label) for z in (xa, xb))
+    torch.testing.assert_close(plain["loss"], expected)
+    assert "attention_mean" in method.train_step(b, 2)
+
+
 def test_vnet_subnet_has_no_aux_loss():
     method = make_method(subnet="vnet")
     assert method.aux_weight == 0.0
@@ -169,3 +183,70 @@ def test_crop_must_fit_the_subnet():
 def test_registered():
     assert _METHODS["tsman"] is TSMANMethod
     assert isinstance(make_method().model.stream_a, DenseVoxNet)
+
+
+# ----------------------------------------------------------------------------- self-training end to end
+def test_self_training_writes_pseudo_labels_a_dataset_reads(tmp_path):
+    import json
+
+    import h5py
+    import numpy as np
+
+    from pyseg_noise.data import LAH5Dataset, generate_synthetic_dataset
+    from pyseg_noise.training.config import config_from_dict
+    from pyseg_noise.training.distill import distill_dataset
+    from pyseg_noise.training.run_data import label_override_paths
+    from pyseg_noise.training.self_training import SelfTrainingConfig, run_self_training, split_cases
+    from pyseg_noise.training.trainer import load_trained
+
+    info = generate_synthetic_dataset(tmp_path / "data", n_train=4, n_test=1, shape=SIZE, seed=0)
+    config = config_from_dict({
+        "method": "tsman", "iterations": 2, "batch_size": 2, "device": "cpu", "amp": "off", "progress": False,
+        "plots": False, "log_every": 1, "val_stride": [8, 8, 8],
+        "data": {"root": str(info["root"]), "crop_size": [16, 16, 16]},
+        "optim": {"lr": 0.01},
+        "method_options": {k: v for k, v in TINY.items()},
+    })
+    settings = SelfTrainingConfig(labelled_fraction=0.5, base_iterations=[1, 2], distillation="hd")
+    result = run_self_training(config, tmp_path / "st", settings)
+
+    labelled, unlabelled = split_cases(info["train"], 0.5, 0)
+    assert (result.labelled, result.unlabelled) == (labelled, unlabelled) and len(unlabelled) == 2
+    # the base models saw only the labelled cases
+    for t, run in enumerate(result.base_runs):
+        cfg = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+        assert cfg["iterations"] == [1, 2][t] and cfg["seed"] == t
+        assert (tmp_path / "st" / "labelled_data" / "train.list").read_text().split() == labelled
+    # the pseudo labels are the HD of the two base models, and a dataset reads them as overrides
+    models = [load_trained(r, "cpu") for r in result.base_runs]
+    expected = distill_dataset(models, info["root"], unlabelled, method="hd", patch_size=(16, 16, 16),
+                               stride=(8, 8, 8))
+    paths = label_override_paths(str(tmp_path / "st" / "pseudo_labels"))
+    assert sorted(paths) == sorted(unlabelled)
+    ds = LAH5Dataset(info["root"], "train", label_paths=paths, crop_size=None, augment=False)
+    for i, case in enumerate(ds.cases):
+        if case in unlabelled:
+            np.testing.assert_array_equal(ds[i]["label"].numpy(), expected[case])
+    assert set(result.pseudo_dice) == set(unlabelled) and all(0 <= v <= 1 for v in result.pseudo_dice.values())
+    # the final run trained on them, and validated
+    final_cfg = __import__("yaml").safe_load((tmp_path / "st" / "final" / "config.yaml").read_text())
+    assert final_cfg["data"]["label_overrides"] == str(tmp_path / "st" / "pseudo_labels")
+    assert result.final.iteration == 2 and "dice" in result.final.summary
+    # the `distill hd` command gives the same labels from the same runs
+    import argparse
+
+    from pyseg_noise.training.registry import get_distiller
+
+    command = get_distiller("hd")
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--runs", *map(str, result.base_runs), "--data", str(info["root"]), "--cases",
+                              *unlabelled, "--out", str(tmp_path / "cli"), "--device", "cpu", "--stride", "8", "8", "8"])
+    assert command.run(args) == 0
+    cli_paths = label_override_paths(str(tmp_path / "cli"))
+    for case in unlabelled:
+        with h5py.File(cli_paths[case]) as f:
+            np.testing.assert_array_equal(f["label"][()], expected[case])
+    # a second call reuses everything (finished runs, existing pseudo labels)
+    again = run_self_training(config, tmp_path / "st", settings)
+    assert again.pseudo_labels == result.pseudo_labels and again.final.iteration == 2

@@ -16,10 +16,12 @@ Departures and choices:
   ``normalize="all"`` averages over all voxels, which is exactly TSMAN's loss
   attention without the Gaussian smoothing (``tsman_loss`` with a 1-voxel
   kernel) — the form TSMAN's Figure 6 compares against.
-* When the networks agree everywhere the loss is 0 and nothing is learned;
-  with random initialisations this does not happen in practice, but
-  ``warmup_iterations`` (default 0, the paper has none) trains both networks
-  on all voxels for the first iterations if it does.
+* When the networks agree everywhere the loss is 0 and nothing is learned
+  (TSMAN's loss attention has the same trivial minimum, see
+  :mod:`pyseg_noise.training.tsman`); two randomly initialised V-Nets keep
+  disagreeing on our synthetic data, so the default follows the paper, but
+  ``warmup_fraction`` trains both networks on all voxels for that share of the
+  run first.
 * DenseVoxNet's auxiliary heads use the same mask (from the main outputs),
   weighted by ``aux_weight``.
 * Prediction: the mean of both networks' softmax (TSMAN's protocol;
@@ -71,12 +73,13 @@ class DecouplingOptions:
     Attributes:
         backbone: ``"vnet"`` (PINT's comparison) or ``"densevoxnet"`` (TSMAN's).
         normalize: ``"selected"`` (Malach's SGD on the disagreement set) or ``"all"``.
-        warmup_iterations: plain CE on all voxels before decoupling starts (0 = the paper).
+        warmup_fraction: share of the iterations trained with plain CE on all voxels
+            before decoupling starts (0 = the paper).
     """
 
     backbone: str = "vnet"
     normalize: str = "selected"
-    warmup_iterations: int = 0
+    warmup_fraction: float = 0.0
 
 
 @register_method
@@ -94,13 +97,13 @@ class Decoupling(PeerNetworksMethod):
         o = config.method_options
         if o.normalize not in NORMALIZATIONS:
             raise ConfigError(f"method_options.normalize must be one of {', '.join(NORMALIZATIONS)}, got {o.normalize!r}")
-        if o.warmup_iterations < 0:
-            raise ConfigError(f"method_options.warmup_iterations must be >= 0, got {o.warmup_iterations}")
+        if not 0.0 <= o.warmup_fraction < 1.0:
+            raise ConfigError(f"method_options.warmup_fraction must be in [0, 1), got {o.warmup_fraction}")
 
     def train_step(self, batch, iteration: int) -> Dict[str, Tensor]:
         (a, aux_a), (b, aux_b) = self.forward_all(batch.image)
         y = batch.label
-        if iteration < self.options.warmup_iterations:
+        if iteration < round(self.options.warmup_fraction * self.total_iterations()):
             mask = torch.ones_like(y, dtype=torch.bool)
         else:
             mask = decoupling_mask(a, b)
