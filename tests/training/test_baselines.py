@@ -384,10 +384,11 @@ def test_override_folders_as_reproduce_writes_them(noisy_root, tmp_path):
     for r in records:
         with h5py.File(noisy_root / r["case"] / "mri_norm2.h5") as f, h5py.File(folder / f"{r['case']}.h5", "w") as g:
             g.create_dataset("label", data=f["label_noisy"][()])
-    (folder / "manifest.json").write_text(json.dumps({"cases": records}))
     assert label_noise_rate(noisy_root, label_overrides=str(folder)) == pytest.approx(label_noise_rate(noisy_root, "noisy"))
     config = make_config("reweight", ReweightOptions(), str(noisy_root), label_overrides=str(folder))
-    assert clean_meta_cases(config, 4) == sorted(r["case"] for r in records if not r["noisy"])
+    for key in ("records", "cases"):  # reproduce's manifest, and corrupt_dataset's spelling
+        (folder / "manifest.json").write_text(json.dumps({key: records}))
+        assert clean_meta_cases(config, 4) == sorted(r["case"] for r in records if not r["noisy"])
     # without a manifest, overridden cases are not trusted
     (folder / "manifest.json").unlink()
     with pytest.raises(ConfigError, match="meta_cases"):

@@ -127,7 +127,8 @@ def clean_meta_cases(config, n: int) -> List[str]:
         from ..run_data import label_override_paths
 
         manifest = Path(d.label_overrides) / "manifest.json"
-        records = json.loads(manifest.read_text()).get("cases") if manifest.is_file() else None
+        meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        records = meta.get("records", meta.get("cases"))  # reproduce writes "records"
         if isinstance(records, list) and all(isinstance(r, dict) and "noisy" in r for r in records):
             # a noisy-label folder written by `reproduce` (every case, with its noise record)
             clean = {r["case"] for r in records if not r["noisy"]}
