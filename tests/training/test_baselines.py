@@ -160,6 +160,15 @@ def test_decoupling_updates_exactly_where_the_networks_disagree():
     assert torch.equal(ga.abs().sum(1) > 0, disagree) and torch.equal(gb.abs().sum(1) > 0, disagree)
 
 
+def test_decoupling_over_all_voxels_is_tsman_loss_without_smoothing():
+    from pyseg_noise.ops import tsman_loss
+
+    torch.manual_seed(8)
+    a, b = torch.randn(2, 3, 5, 6, 4), torch.randn(2, 3, 5, 6, 4)
+    y = torch.randint(0, 3, (2, 5, 6, 4))
+    torch.testing.assert_close(decoupling_loss(a, b, y, normalize="all")[0], tsman_loss(a, b, y, kernel_size=1))
+
+
 def test_decoupling_method_trains_and_logs_the_disagreement():
     method = make_method(Decoupling, DecouplingOptions())
     batch = tiny_batch(0)
