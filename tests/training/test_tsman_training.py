@@ -250,3 +250,24 @@ def test_self_training_writes_pseudo_labels_a_dataset_reads(tmp_path):
     # a second call reuses everything (finished runs, existing pseudo labels)
     again = run_self_training(config, tmp_path / "st", settings)
     assert again.pseudo_labels == result.pseudo_labels and again.final.iteration == 2
+
+
+@pytest.mark.parametrize("layout", ["h5", "nifti"])
+def test_labelled_subset_is_a_dataset_of_its_own(tmp_path, layout):
+    from pyseg_noise.data import generate_synthetic_dataset, open_dataset
+    from pyseg_noise.training.self_training import make_case_subset, split_cases
+
+    info = generate_synthetic_dataset(tmp_path / "data", n_train=4, n_test=1, shape=SIZE, layout=layout, seed=0)
+    labelled, unlabelled = split_cases(info["train"], 0.25, 3)
+    assert len(labelled) == 1 and sorted(labelled + unlabelled) == sorted(info["train"])
+    sub = make_case_subset(info["root"], labelled, tmp_path / "sub", layout=layout)
+    train = open_dataset(sub, "train", crop_size=None, augment=False)
+    test = open_dataset(sub, "test", crop_size=None, augment=False)
+    full = open_dataset(info["root"], "train", crop_size=None, augment=False)
+    assert train.cases == labelled and test.cases == info["test"]
+    import numpy as np
+
+    np.testing.assert_array_equal(train[0]["image"].numpy(), full[full.cases.index(labelled[0])]["image"].numpy())
+    make_case_subset(info["root"], labelled, tmp_path / "sub", layout=layout)  # idempotent
+    with pytest.raises(ConfigError, match="at least 2"):
+        split_cases(["only"], 0.5, 0)
