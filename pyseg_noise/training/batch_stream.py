@@ -22,6 +22,7 @@ import signal
 from typing import Dict, Iterator, List
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = ["StreamDataset", "ShardedBatchSampler", "stream_loader"]
@@ -113,6 +114,8 @@ def stream_loader(
 ) -> DataLoader:
     """A DataLoader over iterations ``start .. stop - 1`` of the stream (batched dicts, ``"position"`` a tensor)."""
     sampler = ShardedBatchSampler(global_batch, rank=rank, world_size=world_size, start=start, stop=stop)
+    # A DataLoader draws a base seed when it starts iterating; from the global generator that
+    # draw would shift the dropout masks of a resumed run. Its own generator keeps it out.
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -120,4 +123,5 @@ def stream_loader(
         pin_memory=pin_memory,
         worker_init_fn=_ignore_sigint if num_workers else None,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(dataset.seed),
     )

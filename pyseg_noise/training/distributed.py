@@ -14,6 +14,7 @@ Parameters and buffers are broadcast from rank 0 once at the start.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -67,7 +68,13 @@ def init_distributed(use_cuda: bool) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    atexit.register(_destroy)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, True)
+
+
+def _destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _active() -> bool:

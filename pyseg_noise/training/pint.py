@@ -27,9 +27,17 @@ single-level variants have the same budget.
 
 Choices the paper leaves open, with the default taken:
 
-* the teacher runs in eval mode (batch norm on its running statistics, copied
-  from the student at each EMA update) with its dropout layers forced on
-  (``VNet(..., dropout=True)``): dropout and input noise are its perturbations;
+* the teacher's M passes run as in the mean-teacher and UA-MT code bases PINT
+  builds on: the teacher network in train mode, so batch norm normalises with
+  the statistics of the (perturbed) batch itself, and dropout on
+  (``VNet(..., dropout=True)``); dropout and input noise are its
+  perturbations. Only the weights are averaged; batch-norm running statistics
+  are not averaged (the EMA helper copies the student's, used only when the
+  teacher predicts in eval mode). ``teacher_batchnorm: running`` runs the
+  teacher in eval mode instead, on those copied running statistics: they
+  belong to the *current* student, not to the averaged weights, and in short
+  runs (where the weights still move fast) that mismatch drives the teacher to
+  predict background everywhere — see the collapse notes in the README;
 * the input noise ``clamp(0.1 N(0,1), -0.2, 0.2)`` is the UA-MT code base's,
   which PINT's teacher set-up follows; it is drawn per sample from a generator
   keyed by the sample's stream position (the same with any number of processes);
@@ -74,6 +82,9 @@ class PINTOptions:
         noise_std: sigma of the Gaussian input perturbation (0.1).
         noise_clip: the perturbation is clamped to [-clip, clip] (0.2).
         teacher_dropout: teacher passes with dropout on (the stochastic forward passes of §2.1).
+        teacher_batchnorm: ``"batch"`` (teacher in train mode: batch norm on each pass's own
+            batch statistics, as the mean-teacher / UA-MT code) or ``"running"`` (eval mode, the
+            running statistics copied from the student).
         pseudo_label: ``"soft"`` (p_hat) or ``"hard"`` (its one-hot argmax).
         normalize_entropy: divide u by log C (SPEC 2 option; the paper does not).
         slice_dim: spatial axis cutting a volume into the "images" of §2.2 (-1: Z, the axial slices).
@@ -88,6 +99,7 @@ class PINTOptions:
     noise_std: float = 0.1
     noise_clip: float = 0.2
     teacher_dropout: bool = True
+    teacher_batchnorm: str = "batch"
     pseudo_label: str = "soft"
     normalize_entropy: bool = False
     slice_dim: int = -1
@@ -143,6 +155,8 @@ class PINTMethod(Method):
                               f"{o.noise_clip}")
         if o.pseudo_label not in ("soft", "hard"):
             raise ConfigError(f"method_options.pseudo_label must be soft or hard, got {o.pseudo_label!r}")
+        if o.teacher_batchnorm not in ("batch", "running"):
+            raise ConfigError(f"method_options.teacher_batchnorm must be batch or running, got {o.teacher_batchnorm!r}")
         if o.predict_with not in ("student", "teacher"):
             raise ConfigError(f"method_options.predict_with must be student or teacher, got {o.predict_with!r}")
         if o.teacher_dropout and not config.model.dropout:
@@ -193,12 +207,19 @@ class PINTMethod(Method):
         return self.options.image_phase_lr
 
     # ------------------------------------------------------------------ one step
+    def _teacher_for_passes(self) -> nn.Module:
+        teacher = self.ema.teacher
+        teacher.train(self.options.teacher_batchnorm == "batch")
+        return teacher
+
     def teacher_uncertainty(self, batch: Batch) -> Tuple[Tensor, Tensor]:
         o = self.options
-        self.ema.teacher.eval()
-        return perturbed_teacher_uncertainty(self.ema.teacher, batch.image, batch.normal_like_image,
-                                             passes=o.passes, noise_std=o.noise_std, noise_clip=o.noise_clip,
-                                             dropout=o.teacher_dropout)
+        try:
+            return perturbed_teacher_uncertainty(self._teacher_for_passes(), batch.image, batch.normal_like_image,
+                                                 passes=o.passes, noise_std=o.noise_std, noise_clip=o.noise_clip,
+                                                 dropout=o.teacher_dropout)
+        finally:
+            self.ema.teacher.eval()
 
     def train_step(self, batch: Batch, iteration: int) -> Dict[str, Tensor]:
         o = self.options
@@ -238,9 +259,12 @@ class PINTMethod(Method):
         o = self.options
         gen = torch.Generator(device=x.device).manual_seed(self.config.seed)
         noise = lambda m: torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)  # noqa: E731
-        _, entropy = perturbed_teacher_uncertainty(self.ema.teacher.eval(), x, noise, passes=o.passes,
-                                                   noise_std=o.noise_std, noise_clip=o.noise_clip,
-                                                   dropout=o.teacher_dropout)
+        try:
+            _, entropy = perturbed_teacher_uncertainty(self._teacher_for_passes(), x, noise, passes=o.passes,
+                                                       noise_std=o.noise_std, noise_clip=o.noise_clip,
+                                                       dropout=o.teacher_dropout)
+        finally:
+            self.ema.teacher.eval()
         return entropy
 
 

@@ -48,8 +48,8 @@ class GlobalBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
-        count = _all_reduce_sum(torch.tensor([x.numel() // x.shape[1]], dtype=torch.float32, device=x.device))
+        xf = x.double() if x.dtype == torch.float64 else x.float()  # statistics in fp32 at least
+        count = _all_reduce_sum(torch.tensor([x.numel() // x.shape[1]], dtype=xf.dtype, device=x.device))
         mean = _all_reduce_sum(xf.sum(dims)) / count
         centred = xf - mean.view(shape)
         var = _all_reduce_sum(centred.square().sum(dims)) / count

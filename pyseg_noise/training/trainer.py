@@ -320,17 +320,15 @@ class Trainer:
         cfg = self.config
         started = time.perf_counter()
         wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        # The process group stays up for later runs of the same process (re-creating it in one
+        # torchrun job is not reliable); it is destroyed at exit.
         info = ddp.init_distributed(wants_cuda)
-        try:
-            device = resolve_device(cfg.device, info.local_rank)
-            if cfg.batch_size % info.world_size:
-                raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes "
-                                  f"{info.world_size}")
-            with _determinism(cfg.deterministic, device):
-                return self._fit(info, device, started)
-        finally:
-            if info.initialized_here:
-                torch.distributed.destroy_process_group()
+        device = resolve_device(cfg.device, info.local_rank)
+        if cfg.batch_size % info.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes "
+                              f"{info.world_size}")
+        with _determinism(cfg.deterministic, device):
+            return self._fit(info, device, started)
 
     def _fit(self, info: ddp.DistInfo, device: torch.device, started: float) -> TrainResult:
         cfg = self.config
@@ -340,7 +338,8 @@ class Trainer:
         method = build_method(cfg, device)
         self.method = method
         if info.distributed and cfg.sync_batchnorm:
-            for net in method.networks().values():
+            # teachers too: one that normalises with batch statistics must see the global batch
+            for net in method.modules():
                 if convert_batchnorm(net, device) is not net:
                     raise ConfigError("sync_batchnorm: a network that is itself a batch-norm layer is not supported")
         ddp.broadcast_state(method.modules())

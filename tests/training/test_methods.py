@@ -87,8 +87,8 @@ def test_pint_step_is_eq_2_3_with_the_teacher_mean_and_entropy(tiny_h5):
     method.student.train()
     torch.manual_seed(5)
     out = method.train_step(batch, 0)
-    # by hand: M = 2 perturbed eval-mode teacher passes, with the same keyed noise
-    teacher = method.ema.teacher
+    # by hand: M = 2 perturbed teacher passes (train-mode batch norm), with the same keyed noise
+    teacher = method.ema.teacher.train()
     probs = []
     with torch.no_grad():
         for m in range(2):
@@ -110,8 +110,8 @@ def test_pint_step_is_eq_2_3_with_the_teacher_mean_and_entropy(tiny_h5):
     torch.testing.assert_close(out["loss"], pint_pixel_loss(logits, batch.label, p_hat), rtol=1e-4, atol=1e-6)
 
 
-def test_pint_phase_two_uses_the_image_loss(tiny_h5):
-    method = _pint_method(tiny_h5, teacher_dropout=False, passes=1, noise_std=0.0)
+def test_pint_phase_two_uses_the_image_loss_and_the_running_statistics_option(tiny_h5):
+    method = _pint_method(tiny_h5, teacher_dropout=False, passes=1, noise_std=0.0, teacher_batchnorm="running")
     batch = _batch()
     t = method.config.iterations  # first phase-2 iteration
     torch.manual_seed(2)
@@ -119,9 +119,10 @@ def test_pint_phase_two_uses_the_image_loss(tiny_h5):
     torch.manual_seed(2)
     logits = method.student(batch.image)
     with torch.no_grad():
-        prob = method.ema.teacher(batch.image, dropout=False).softmax(1)
+        prob = method.ema.teacher.eval()(batch.image, dropout=False).softmax(1)
     torch.testing.assert_close(out["loss"], pint_image_loss(logits, batch.label, prob), rtol=1e-4, atol=1e-6)
     assert out["phase"].item() == 2.0
+    assert not method.ema.teacher.training  # left in eval mode after its passes
 
 
 def test_streamed_uncertainty_of_identical_passes_is_one_pass(tiny_h5):

@@ -1,0 +1,130 @@
+"""torchrun with 2 CPU processes (gloo) x batch 2 == 1 process x batch 4, for V-Net and PINT.
+
+What makes the two runs comparable: each process takes its half of the same
+global batch (the data stream), PINT's input noise is keyed per sample, the
+gradients are averaged, and batch norm computes its statistics over the global
+batch (``sync_batchnorm``; plain DDP batch norm would normalise each half by its
+own statistics and give a different, equally valid, model). Dropout masks come
+from each process's own generator, so the comparison switches dropout off;
+with dropout on the runs agree in distribution only. Float sums are taken in a
+different order, so the weights agree to rounding (allclose), not bitwise.
+"""
+import subprocess
+import textwrap
+
+import pytest
+import torch
+
+from pyseg_noise.training import Trainer, load_checkpoint
+
+from .tiny_runs import PYTHON, REPO, subprocess_env, tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _configs(root):
+    common = dict(batch_size=4, checkpoint_every=100, model={"n_filters": 2, "dropout": False})
+    return {
+        "vnet": tiny_config(root, "vnet", iterations=2, **common),
+        "pint": tiny_config(root, "pint", iterations=1, **common,
+                            method_options={"teacher_dropout": False, "image_phase_iterations": 1}),
+    }
+
+
+def _float64_gradients(image, label, rank=0, world=1):
+    """Gradients of the V-Net CE loss (float64) for this process's share of a fixed batch of 4, averaged."""
+    from pyseg_noise.models import VNet
+    from pyseg_noise.training.distributed import average_gradients
+    from pyseg_noise.training.sync_batchnorm import convert_batchnorm
+
+    torch.manual_seed(0)
+    net = VNet(1, 2, 2, has_dropout=False).double()
+    if world > 1:
+        convert_batchnorm(net, torch.device("cpu"))
+    share = slice(rank * 4 // world, (rank + 1) * 4 // world)
+    loss = torch.nn.functional.cross_entropy(net(image[share]), label[share])
+    loss.backward()
+    params = list(net.parameters())
+    average_gradients(params)
+    return {n: p.grad.clone() for n, p in net.named_parameters()}, {n: b.clone() for n, b in net.named_buffers()}
+
+
+def _fixed_batch():
+    g = torch.Generator().manual_seed(11)
+    label = (torch.rand(4, 32, 32, 16, generator=g) < 0.3).long()
+    image = torch.randn(4, 1, 32, 32, 16, generator=g, dtype=torch.float64) + label[:, None]
+    return image, label
+
+
+_WORKER = """
+import sys, torch
+torch.set_num_threads(1)
+import torch.distributed as dist
+from pyseg_noise.training import Trainer
+from tests.training.test_distributed import _configs, _fixed_batch, _float64_gradients
+root, out = sys.argv[1], sys.argv[2]
+for name, cfg in _configs(root).items():
+    Trainer(cfg, f"{out}/{name}").fit()
+# the machinery alone, in float64: global batch norm + gradient averaging
+if not dist.is_initialized():
+    dist.init_process_group("gloo")
+grads, buffers = _float64_gradients(*_fixed_batch(), rank=dist.get_rank(), world=dist.get_world_size())
+if dist.get_rank() == 0:
+    torch.save({"grads": grads, "buffers": buffers}, f"{out}/float64.pt")
+"""
+
+
+def test_two_processes_equal_one_process_with_the_global_batch(tiny_h5, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(_WORKER))
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(tiny_h5), str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=str(REPO), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # exactness of the machinery: float64 gradients and batch-norm statistics agree to rounding
+    ddp = torch.load(tmp_path / "ddp" / "float64.pt", weights_only=True)
+    grads, buffers = _float64_gradients(*_fixed_batch())
+    for n, g in grads.items():
+        torch.testing.assert_close(ddp["grads"][n], g, rtol=1e-9, atol=1e-12, msg=lambda m: f"grad {n}: {m}")
+    for n, b in buffers.items():
+        torch.testing.assert_close(ddp["buffers"][n], b, rtol=1e-9, atol=1e-12, msg=lambda m: f"buffer {n}: {m}")
+
+    # whole runs (float32): the same to rounding after a few steps (the tiny net is ill-conditioned
+    # enough that float32 rounding grows over many steps, as it does between thread counts)
+    for name, cfg in _configs(tiny_h5).items():
+        single = Trainer(cfg, tmp_path / "single" / name).fit()
+        a = load_checkpoint(tmp_path / "ddp" / name)
+        b = load_checkpoint(tmp_path / "single" / name)
+        assert a["world_size"] == 2 and b["world_size"] == 1
+        assert a["iteration"] == b["iteration"] == single.total_iterations
+        assert len(a["rng"]) == 2  # one generator state per process
+        for net in a["networks"]:
+            for key, value in a["networks"][net].items():
+                torch.testing.assert_close(value, b["networks"][net][key], rtol=1e-4, atol=2e-6,
+                                           msg=lambda m: f"{name} {net}.{key}: {m}")
+        if name == "pint":
+            teacher_a = a["method_state"]["ema"]["teacher"]
+            teacher_b = b["method_state"]["ema"]["teacher"]
+            for key in teacher_a:
+                torch.testing.assert_close(teacher_a[key], teacher_b[key], rtol=1e-4, atol=2e-6)
+        for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+            torch.testing.assert_close(sa["momentum_buffer"], sb["momentum_buffer"], rtol=1e-3, atol=5e-5)
+
+
+def test_plain_batch_norm_is_not_the_global_batch():
+    """Why sync_batchnorm exists: per-process statistics differ from the global batch's."""
+    image, label = _fixed_batch()
+    torch.manual_seed(0)
+    from pyseg_noise.models import VNet
+
+    net = VNet(1, 2, 2, has_dropout=False).double()
+    whole = net(image)
+    halves = torch.cat([net(image[:2]), net(image[2:])])
+    assert (whole - halves).abs().max() > 1e-3
