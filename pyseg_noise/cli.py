@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="erosion/dilation radii (default: 5 18 on --data, scaled on synthetic data)")
     p.add_argument("--set", action="append", metavar="[METHOD:]KEY=VALUE",
                    help="override a setting for every run, or for one method (repeatable)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per run")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per run (default: the "
+                   "scale's: 4 at paper scale, else 0)")
     p.add_argument("--overwrite", action="store_true", help="discard runs of other settings found in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reproduce)

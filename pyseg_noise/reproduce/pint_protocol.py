@@ -72,7 +72,7 @@ class ReproduceSettings:
         overrides: ``KEY=VALUE`` config overrides for every run; ``METHOD:KEY=VALUE`` for one method.
         overwrite: discard runs of different settings found in ``out``.
         progress: progress bars.
-        num_workers: DataLoader workers per run.
+        num_workers: DataLoader workers per run (None = the scale's).
     """
 
     out: str = "pint_reproduction"
@@ -87,7 +87,7 @@ class ReproduceSettings:
     overrides: List[str] = field(default_factory=list)
     overwrite: bool = False
     progress: bool = True
-    num_workers: int = 0
+    num_workers: Optional[int] = None
 
 
 @dataclass
@@ -191,8 +191,10 @@ def _prepare_data(s: ReproduceSettings, scale: Scale, out: Path, say) -> Tuple[P
 def _run_config(s: ReproduceSettings, scale: Scale, method: str, seed: int, data_root: Path,
                 label_dir: Optional[Path], common: List[str], per_method: Dict[str, List[str]]):
     values = merge_dicts({"method": method, "seed": seed, "device": s.device, "progress": s.progress,
-                          "data": {"root": str(data_root), "num_workers": s.num_workers},
+                          "data": {"root": str(data_root)},
                           "method_options": scale.method_overrides(method)}, scale.config_overrides())
+    if s.num_workers is not None:
+        values = merge_dicts(values, {"data": {"num_workers": s.num_workers}})
     if label_dir is not None:
         values = merge_dicts(values, {"data": {"label_overrides": str(label_dir)}})
     for items in (common, per_method.get(method, [])):

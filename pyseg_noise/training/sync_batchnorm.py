@@ -14,12 +14,31 @@ network loads into the plain network.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["GlobalBatchNorm", "convert_batchnorm"]
+__all__ = ["GlobalBatchNorm", "convert_batchnorm", "local_statistics"]
+
+_sync = {"enabled": True}
+
+
+@contextlib.contextmanager
+def local_statistics():
+    """Within the block, :class:`GlobalBatchNorm` uses this process's batch only.
+
+    For work that one process does alone (validation, plots on rank 0): a
+    collective there would wait forever for the other processes.
+    """
+    previous = _sync["enabled"]
+    _sync["enabled"] = False
+    try:
+        yield
+    finally:
+        _sync["enabled"] = previous
 
 
 def _all_reduce_sum(x: Tensor) -> Tensor:
@@ -42,7 +61,8 @@ class GlobalBatchNorm(_BatchNorm):
             raise ValueError(f"GlobalBatchNorm expects Tensor[B, C, *S], got shape {tuple(input.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        distributed = (_sync["enabled"] and dist.is_available() and dist.is_initialized()
+                       and dist.get_world_size() > 1)
         if not (self.training and distributed):
             return super().forward(x)
         self._check_input_dim(x)

@@ -50,7 +50,7 @@ from .method import Batch, Method
 from .registry import get_method
 from .run_data import case_for_plot, train_dataset, validation_dataset
 from .run_log import RunLog, read_log
-from .sync_batchnorm import convert_batchnorm
+from .sync_batchnorm import convert_batchnorm, local_statistics
 from .validation import METRIC_COLUMNS, evaluate_method, summarize
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "TrainingInterrupted", "resolve_device",
@@ -136,17 +136,19 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
 def _determinism(enabled: bool, device: torch.device):
     """``torch.use_deterministic_algorithms`` for the run, restored afterwards."""
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     previous_benchmark = torch.backends.cudnn.benchmark
     previous_cudnn = torch.backends.cudnn.deterministic
     if enabled and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
+    # warn_only: on GPUs a few kernels (e.g. CUDA's nll_loss2d) have no deterministic variant
+    torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = (not enabled) and device.type == "cuda"
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         torch.backends.cudnn.deterministic = previous_cudnn
         torch.backends.cudnn.benchmark = previous_benchmark
 
@@ -380,7 +382,8 @@ class Trainer:
             log.close()
         result = TrainResult(self.run_dir, it, total, ckpt)
         if info.is_main:
-            self._finish(method, result)
+            with local_statistics():  # rank 0 alone: no batch-norm collectives
+                self._finish(method, result)
         ddp.barrier()
         result.seconds = time.perf_counter() - started
         return result
@@ -446,8 +449,11 @@ class Trainer:
                 raise TrainingInterrupted(it, path)
             if it % cfg.checkpoint_every == 0 and it < total:
                 self._checkpoint(info, it, total, optimizer, scaler, lr)
-            if cfg.val_every and it % cfg.val_every == 0 and it < total and info.is_main:
-                self._validate(method, log, it)
+            if cfg.val_every and it % cfg.val_every == 0 and it < total:
+                if info.is_main:
+                    with local_statistics():
+                        self._validate(method, log, it)
+                ddp.barrier()
         return it, lr
 
     # ------------------------------------------------------------------ validation and plots

@@ -32,7 +32,8 @@ def _configs(root):
     common = dict(batch_size=4, checkpoint_every=100, model={"n_filters": 2, "dropout": False})
     return {
         "vnet": tiny_config(root, "vnet", iterations=2, **common),
-        "pint": tiny_config(root, "pint", iterations=1, **common,
+        # plots on: rank 0 alone runs the teacher for the uncertainty panel (no collective may hang)
+        "pint": tiny_config(root, "pint", iterations=1, plots=True, **common,
                             method_options={"teacher_dropout": False, "image_phase_iterations": 1}),
     }
 
