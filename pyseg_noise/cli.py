@@ -40,6 +40,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _progress(args) -> bool:
+    """Progress bars unless --no-progress, and only on a terminal (a log file gets no bar noise)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 # ----------------------------------------------------------------------------- synth
 def _cmd_synth(args) -> int:
     from pyseg_noise.data import generate_synthetic_dataset
@@ -81,7 +86,7 @@ def _train_config(args):
         "seed": args.seed,
         "device": args.device,
         "deterministic": True if args.deterministic else None,
-        "progress": False if args.no_progress else None,
+        "progress": False if not _progress(args) else None,
         "amp": args.amp,
         "checkpoint_every": args.checkpoint_every,
         "data": {k: v for k, v in {
@@ -138,7 +143,7 @@ def _cmd_predict(args) -> int:
 
     method = load_trained(args.run, device=args.device)
     written = predict_folder(method, args.input, args.out, split=args.split, fmt=args.format,
-                             stride=args.stride, batch_size=args.batch_size, progress=not args.no_progress)
+                             stride=args.stride, batch_size=args.batch_size, progress=_progress(args))
     print(f"wrote {len(written)} label maps ({args.format}) to {args.out}")
     return 0
 
@@ -184,7 +189,7 @@ def _cmd_reproduce(args) -> int:
         out=args.out, scale=args.scale, data=args.data, methods=args.methods, noise_rates=args.noise_rates,
         repeats=args.repeats, seed=args.seed, device=args.device,
         radius_range=tuple(args.radius_range) if args.radius_range else None, overrides=list(args.set or []),
-        overwrite=args.overwrite, progress=not args.no_progress, num_workers=args.num_workers,
+        overwrite=args.overwrite, progress=_progress(args), num_workers=args.num_workers,
     )
     REPRODUCTIONS[args.paper](settings)
     return 0
