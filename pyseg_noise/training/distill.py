@@ -80,6 +80,7 @@ __all__ = [
     "hierarchical_distillation",
     "majority_vote",
     "distill",
+    "distillation_variants",
     "DISTILLATION_METHODS",
     "read_case_image",
     "distill_dataset",
@@ -417,6 +418,57 @@ def distill(method: str, models: Union[Model, Sequence[Model]], x: Tensor,
     if method == "dd":
         return data_distillation(_models_list(models)[0], x, transforms, **inference).argmax(dim=1)
     return hierarchical_distillation(models, x, transforms, **inference)
+
+
+def distillation_variants(models: Union[Model, Sequence[Model]], x: Tensor,
+                          transforms: Optional[Sequence[GeometricTransform]] = None,
+                          **inference) -> dict[str, Tensor]:
+    """Every pseudo label of TSMAN's Table 1 from one pass of ``T`` models x ``K`` transforms.
+
+    Table 1 compares, per labelled fraction, each base model alone, MD over the
+    ``T`` models, DD of each model, and HD (DD + MD). Running :func:`distill`
+    for each would predict the volume ``T + T + T*K + T*K`` times; here each
+    model predicts each transform once and the running sums feed all
+    variants, in the same order of summation as the single functions (so the
+    labels are identical to theirs).
+
+    Args:
+        models: the ``T`` base models.
+        x (Tensor[B, C_in, X, Y, Z]).
+        transforms: the DD transforms (default :data:`DD_TRANSFORMS`); when the
+            identity is not among them, each model predicts ``x`` once more.
+        **inference: see :func:`predict_probs`.
+
+    Returns:
+        labels (Tensor[B, X, Y, Z] int64) keyed ``"model<t>"`` (``predict_probs(models[t], x).argmax(1)``),
+        ``"md"`` (:func:`model_distillation`), ``"dd<t>"`` (:func:`data_distillation` with ``models[t]``)
+        and ``"hd"`` (:func:`hierarchical_distillation`), ``t = 0 .. T-1``.
+    """
+    models = _models_list(models)
+    transforms = _transforms_list(transforms)
+    identity = next((i for i, t in enumerate(transforms) if t.k == 0 and t.flip is None), None)
+    out: dict[str, Tensor] = {}
+    md_sum = votes = prob_sum = None
+    for m, model in enumerate(models):
+        dd_sum = plain = None
+        for i, t in enumerate(transforms):
+            p = t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
+            if i == identity:
+                plain = p.clone()
+            dd_sum = p.clone() if dd_sum is None else dd_sum.add_(p)
+            if votes is None:
+                votes = torch.zeros(p.shape, dtype=torch.int64, device=p.device)
+                prob_sum = torch.zeros_like(p)
+            votes.scatter_add_(1, p.argmax(dim=1, keepdim=True), torch.ones_like(votes[:, :1]))
+            prob_sum.add_(p)
+        if plain is None:
+            plain = predict_probs(model, x, **inference)
+        out[f"model{m}"] = plain.argmax(dim=1)
+        out[f"dd{m}"] = (dd_sum / len(transforms)).argmax(dim=1)
+        md_sum = plain if md_sum is None else md_sum.add_(plain)
+    out["md"] = (md_sum / len(models)).argmax(dim=1)
+    out["hd"] = majority_vote(votes, prob_sum / (len(models) * len(transforms)))
+    return out
 
 
 # ----------------------------------------------------------------------------- datasets on disk

@@ -16,6 +16,7 @@ from pyseg_noise.training.distill import (
     data_distillation_transforms,
     distill,
     distill_dataset,
+    distillation_variants,
     hierarchical_distillation,
     majority_vote,
     model_distillation,
@@ -142,6 +143,26 @@ def test_hd_majority_vote_hand_built():
     # majority_vote alone
     assert majority_vote(torch.tensor([[[1], [3], [3]]])).tolist() == [[1]]
     assert majority_vote(torch.tensor([[[1.], [3.], [3.]]]), torch.tensor([[[.5], [.2], [.3]]])).tolist() == [[2]]
+
+
+def test_distillation_variants_equal_the_single_distillations():
+    nets = [tiny_vnet(s) for s in (4, 5, 6)]
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(7))
+    got = distillation_variants(nets, x)
+    assert sorted(got) == ["dd0", "dd1", "dd2", "hd", "md", "model0", "model1", "model2"]
+    for t, net in enumerate(nets):
+        assert torch.equal(got[f"model{t}"], predict_probs(net, x).argmax(1))
+        assert torch.equal(got[f"dd{t}"], distill("dd", [net], x))
+    assert torch.equal(got["md"], distill("md", nets, x))
+    assert torch.equal(got["hd"], distill("hd", nets, x))
+    # the untrained nets disagree, so the variants are not all one label map
+    assert len({tuple(v.flatten().tolist()) for v in got.values()}) > 1
+    # without the identity among the transforms, each model predicts x once more
+    no_identity = [GeometricTransform(1), GeometricTransform(2, flip=0)]
+    got = distillation_variants(nets[:2], x, no_identity)
+    assert torch.equal(got["model1"], predict_probs(nets[1], x).argmax(1))
+    assert torch.equal(got["hd"], hierarchical_distillation(nets[:2], x, no_identity))
+    assert torch.equal(got["dd0"], data_distillation(nets[0], x, no_identity).argmax(1))
 
 
 def test_md_and_dd_argmax_ties_go_to_the_lowest_class():
