@@ -107,16 +107,36 @@ def test_two_processes_equal_one_process_with_the_global_batch(tiny_h5, tmp_path
         assert a["iteration"] == b["iteration"] == single.total_iterations
         assert len(a["rng"]) == 2  # one generator state per process
         for net in a["networks"]:
-            for key, value in a["networks"][net].items():
-                torch.testing.assert_close(value, b["networks"][net][key], rtol=1e-4, atol=2e-6,
-                                           msg=lambda m: f"{name} {net}.{key}: {m}")
+            _assert_close_normwise(a["networks"][net], b["networks"][net], f"{name} {net}")
         if name == "pint":
             teacher_a = a["method_state"]["ema"]["teacher"]
             teacher_b = b["method_state"]["ema"]["teacher"]
-            for key in teacher_a:
-                torch.testing.assert_close(teacher_a[key], teacher_b[key], rtol=1e-4, atol=2e-6)
-        for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-            torch.testing.assert_close(sa["momentum_buffer"], sb["momentum_buffer"], rtol=1e-3, atol=5e-5)
+            _assert_close_normwise(teacher_a, teacher_b, f"{name} teacher")
+        # the momentum buffers are the last gradients: float32 rounding in batch norm's backward
+        # (differences of near-equal sums) leaves them ~3e-3 apart; a wrong split is O(1) apart
+        momentum = [{i: s["momentum_buffer"] for i, s in opt["optimizer"]["state"].items()} for opt in (a, b)]
+        _assert_close_normwise(*momentum, f"{name} momentum", rel=2e-2)
+
+
+def _assert_close_normwise(a, b, what, rel=1e-4):
+    """Whole state ``a`` equals ``b`` to ``||a - b|| <= rel * ||b||`` over all float tensors together.
+
+    Integer buffers must be equal. Per-element or per-tensor tolerances flake here:
+    float32 sums in another order differ by ~1e-6 after two steps, which is O(1) of
+    the update of a batch-norm bias whose true gradient nearly cancels. Over the
+    whole network that rounding is ~1e-6 of the norm, while a wrong data split or
+    reduction changes the update itself (~1e-2 of the norm) and still fails.
+    """
+    diff, ref = 0.0, 0.0
+    for key in b:
+        x, y = a[key], b[key]
+        if not y.is_floating_point():
+            assert torch.equal(x, y), f"{what}.{key}"
+            continue
+        diff += (x.double() - y.double()).pow(2).sum().item()
+        ref += y.double().pow(2).sum().item()
+    diff, ref = diff ** 0.5, ref ** 0.5
+    assert diff <= rel * ref, f"{what}: |a-b| = {diff:.3g} > {rel:g} * |b| = {rel * ref:.3g}"
 
 
 def test_plain_batch_norm_is_not_the_global_batch():
