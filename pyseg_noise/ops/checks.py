@@ -8,8 +8,10 @@ for the other backends. ``set_value_checks(False)`` turns them off.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import os
 
 import torch
 
@@ -45,8 +47,58 @@ def check_float(op: str, name: str, x: torch.Tensor) -> None:
         raise TypeError(f"{op}: {name} must be a floating point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
 
 
+_INT64_MAX = 2**63 - 1
+
+
+@functools.lru_cache(maxsize=None)
+def _host_memory_bytes() -> int:
+    """Physical memory of this machine (0 where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def _device_memory_bytes(device: torch.device) -> int:
+    if device.type == "cpu":
+        return _host_memory_bytes()
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return 0  # meta and other devices: no memory bound (the 64-bit bound still applies)
+
+
+def check_size(op: str, name: str, x: torch.Tensor) -> None:
+    """Refuse, before any allocation, a tensor whose op results cannot exist.
+
+    The results (outputs, gradients, contiguous or float32 working copies) of every op
+    are at most ``x.numel()`` elements of ``max(x.element_size(), 4)`` bytes. A dense
+    tensor always passes (it is in memory already); an expanded or otherwise
+    overlapping view can describe far more elements than its storage holds. Refused
+    when that byte count overflows a 64-bit size, or exceeds the memory of the
+    tensor's device (CPU: physical memory; CUDA: the device's total memory).
+    """
+    if torch.compiler.is_compiling():  # symbolic shapes: no guards on sizes
+        return
+    elements = math.prod(int(s) for s in x.shape)
+    itemsize = max(x.element_size(), 4)
+    needed = elements * itemsize  # a Python int: cannot overflow
+    shape = tuple(x.shape)
+    if needed > _INT64_MAX:
+        raise ValueError(
+            f"{op}: {name} of shape {shape} is too large: results of {elements} elements x {itemsize} bytes "
+            "overflow a 64-bit size; refused before allocating"
+        )
+    memory = _device_memory_bytes(x.device)
+    if memory and needed > memory:
+        raise ValueError(
+            f"{op}: {name} of shape {shape} is too large: its results need {needed / 2**30:.1f} GiB "
+            f"({elements} elements x {itemsize} bytes) but device '{x.device}' has {memory / 2**30:.1f} GiB of "
+            "memory; refused before allocating (an expanded tensor? pass only the part you need)"
+        )
+
+
 def check_logits(op: str, name: str, x: torch.Tensor, *, class_dim: int = 1) -> None:
-    """x (Tensor[..., C, *S]) with 1-3 spatial axes, C >= 2, non-empty."""
+    """x (Tensor[..., C, *S]) with 1-3 spatial axes, C >= 2, non-empty, results that fit (:func:`check_size`)."""
     check_float(op, name, x)
     n_spatial = x.dim() - class_dim - 1
     if n_spatial < 1 or n_spatial > 3:
@@ -58,6 +110,7 @@ def check_logits(op: str, name: str, x: torch.Tensor, *, class_dim: int = 1) -> 
         raise ValueError(f"{op}: {name} needs at least C=2 classes on axis {class_dim}, got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{op}: {name} is empty (shape {tuple(x.shape)}); every axis needs at least one element")
+    check_size(op, name, x)
 
 
 def check_same_device(op: str, **tensors: torch.Tensor) -> None:

@@ -46,19 +46,27 @@ def _check_pairs(op: str, ema_tensors, tensors) -> None:
                 f"{op}: ema_tensors[{i}] has shape {tuple(e.shape)} but tensors[{i}] has shape {tuple(t.shape)} "
                 "(first mismatch)"
             )
-        if e.device != ema_tensors[0].device or t.device != e.device:
+        if t.device != e.device:
             raise ValueError(
-                f"{op}: ema_tensors[{i}] is on '{e.device}' and tensors[{i}] on '{t.device}', but ema_tensors[0] "
-                f"is on '{ema_tensors[0].device}'; put all of them on one device"
+                f"{op}: tensors[{i}] is on '{t.device}' but ema_tensors[{i}] is on '{e.device}'; "
+                "put all of them on one device"
+            )
+        if e.device != ema_tensors[0].device:
+            raise ValueError(
+                f"{op}: ema_tensors[{i}] is on '{e.device}' but ema_tensors[0] is on '{ema_tensors[0].device}'; "
+                "put all of them on one device"
             )
 
 
-def _decay_tensor(op: str, decay) -> Tensor:
+def _decay_tensor(op: str, decay, device: Optional[torch.device] = None) -> Tensor:
     if isinstance(decay, Tensor):
         if decay.numel() != 1 or decay.dim() > 1:
             raise ValueError(f"{op}: decay must be a float or a 0-d tensor, got a tensor of shape {tuple(decay.shape)}")
         if not decay.is_floating_point():
             raise TypeError(f"{op}: decay must be a floating point tensor, got {decay.dtype}")
+        if decay.device.type == "meta" and device is not None and device.type != "meta":
+            raise ValueError(f"{op}: decay is on 'meta' (a tensor without a value) but the tensors are on "
+                             f"'{device}'; pass a float or a 0-d tensor that holds a value")
         # Reading the value synchronises with its device: an argument check the user can turn off.
         if checks.value_checks_enabled():
             value = float(decay)
@@ -105,7 +113,7 @@ def ema_update_(
     """
     op = "ema_update_"
     _check_pairs(op, ema_tensors, tensors)
-    decay_t = _decay_tensor(op, decay)
+    decay_t = _decay_tensor(op, decay, ema_tensors[0].device if len(ema_tensors) else None)
     if len(ema_tensors) == 0:
         return
     ema_tensors, tensors = list(ema_tensors), list(tensors)

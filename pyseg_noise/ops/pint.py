@@ -287,6 +287,7 @@ def slice_uncertainty(entropy: Tensor, *, slice_dim: int = -1, backend: Optional
         raise ValueError(f"{op}: entropy must be [B, H, W] or [B, X, Y, Z], got shape {tuple(entropy.shape)}")
     if entropy.numel() == 0:
         raise ValueError(f"{op}: entropy is empty (shape {tuple(entropy.shape)})")
+    checks.check_size(op, "entropy", entropy)
     slice_dim = checks.normalize_slice_dim(op, slice_dim, entropy.dim() - 1)
     entropy = entropy.detach()
     which = resolve_backend(op, [entropy], backend)

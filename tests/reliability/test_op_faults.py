@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import resource
 
 import pytest
@@ -100,3 +101,113 @@ def test_thousand_calls_do_not_grow_memory():
     gc.collect()
     grown = _rss_mb() - before
     assert grown < 20, f"RSS grew by {grown:.1f} MB over 1000 calls of each op"
+
+
+# ------------------------------------------------------------------ sizes, empty axes, devices of every op
+def _expanded(shape, dtype=torch.float32):
+    """A tensor of ``shape`` that occupies one element (stride 0 everywhere)."""
+    return torch.zeros((1,) * len(shape), dtype=dtype).expand(shape)
+
+
+def _op_calls(shape):
+    """(op name, argument named in the error, call) for every op, on expanded inputs of ``shape`` [B, C, *S]."""
+    x = _expanded(shape)
+    t = _expanded((shape[0],) + tuple(shape[2:]), torch.long)
+    a = _expanded((shape[0],) + tuple(shape[2:]))
+    e = _expanded((shape[0],) + tuple(shape[2:]), torch.float64)  # no C axis: 8-byte elements overflow too
+    return [
+        ("pint_pixel_loss", "logits", lambda be: ops.pint_pixel_loss(x, t, x, backend=be)),
+        ("pint_image_loss", "logits", lambda be: ops.pint_image_loss(x, t, x, backend=be)),
+        ("teacher_uncertainty", "teacher_logits", lambda be: ops.teacher_uncertainty(x[None], backend=be)),
+        ("TeacherUncertaintyAccumulator.add", "logits",
+         lambda be: ops.TeacherUncertaintyAccumulator(backend=be).add(x)),
+        ("slice_uncertainty", "entropy", lambda be: ops.slice_uncertainty(e, backend=be)),
+        ("loss_attention", "logits_a", lambda be: ops.loss_attention(x, x, backend=be)),
+        ("attended_cross_entropy", "logits", lambda be: ops.attended_cross_entropy(x, t, a, backend=be)),
+        ("tsman_loss", "logits_a", lambda be: ops.tsman_loss(x, x, t, backend=be)),
+    ]
+
+
+# 2**61 elements x 4 bytes = 2**63 bytes: one more than a 64-bit size holds
+OVERFLOW_SHAPE = (2**15, 2, 2**15, 2**15, 2**15)
+# 2**39 elements (2 TiB in float32): representable, but more than this machine's memory
+HUGE_SHAPE = (2**10, 2, 2**10, 2**10, 2**8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", range(len(_op_calls((1, 2, 1, 1, 1)))))
+def test_overflow_sized_shapes_are_refused_before_allocation(backend, case):
+    """Expanded inputs describe results that cannot exist: a ValueError naming the argument, not an allocator error."""
+    from pyseg_noise.ops.checks import _host_memory_bytes
+
+    op, name, call = _op_calls(OVERFLOW_SHAPE)[case]
+    with pytest.raises(ValueError, match=rf"^{re.escape(op)}: {name} of shape .* is too large: .* overflow a 64-bit "
+                                         r"size; refused before allocating"):
+        call(backend)
+    if _host_memory_bytes() and _host_memory_bytes() < 2**39 * 4:
+        op, name, call = _op_calls(HUGE_SHAPE)[case]
+        with pytest.raises(ValueError, match=rf"^{re.escape(op)}: {name} of shape .* is too large: its results need "
+                                             r"\d+\.\d GiB .* but device 'cpu' has"):
+            call(backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_expanded_inputs_that_fit_are_accepted(backend):
+    """The size check refuses only what cannot be allocated: eight expanded teacher passes of one pass work."""
+    x = torch.randn(2, 3, 4, 5, 6)
+    prob, entropy = ops.teacher_uncertainty(x[None].expand(8, *x.shape), backend=backend)
+    torch.testing.assert_close(prob, torch.softmax(x, 1))
+    assert entropy.shape == (2, 4, 5, 6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_sized_dimensions_of_the_other_ops(backend):
+    z = torch.zeros(2, 3, 4, 0, 5)
+    tz = torch.zeros(2, 4, 0, 5, dtype=torch.long)
+    az = torch.zeros(2, 4, 0, 5)
+    for call, name in [
+        (lambda: ops.loss_attention(z, z, backend=backend), "loss_attention: logits_a is empty"),
+        (lambda: ops.attended_cross_entropy(z, tz, az, backend=backend), "attended_cross_entropy: logits is empty"),
+        (lambda: ops.tsman_loss(z, z, tz, backend=backend), "tsman_loss: logits_a is empty"),
+        (lambda: ops.slice_uncertainty(az, backend=backend), "slice_uncertainty: entropy is empty"),
+        (lambda: ops.TeacherUncertaintyAccumulator(backend=backend).add(z),
+         "TeacherUncertaintyAccumulator.add: logits is empty"),
+        (lambda: ops.pint_image_loss(z, tz, z, backend=backend), "pint_image_loss: logits is empty"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(name)):
+            call()
+    # an EMA over empty parameters is well defined: nothing to update, no error
+    ema, src = [torch.zeros(0), torch.ones(3)], [torch.zeros(0), torch.zeros(3)]
+    ops.ema_update_(ema, src, 0.5, backend=backend)
+    assert ema[0].shape == (0,) and torch.equal(ema[1], torch.full((3,), 0.5))
+
+
+def test_tensors_on_the_wrong_device_for_every_op():
+    """A 'meta' tensor (shape only, no data) mixed with CPU tensors: a ValueError naming it, in any position."""
+    x, t, p = _inputs()
+    a = torch.rand(t.shape)
+    meta = lambda v: v.to("meta")  # noqa: E731
+    cases = [
+        (lambda: ops.pint_pixel_loss(x, t, meta(p)), "pint_pixel_loss: teacher_prob is on 'meta' but logits is on 'cpu'"),
+        (lambda: ops.pint_image_loss(meta(x), t, p), "pint_image_loss: target is on 'cpu' but logits is on 'meta'"),
+        (lambda: ops.loss_attention(x, meta(x)), "loss_attention: logits_b is on 'meta' but logits_a is on 'cpu'"),
+        (lambda: ops.attended_cross_entropy(x, t, meta(a)),
+         "attended_cross_entropy: attention is on 'meta' but logits is on 'cpu'"),
+        (lambda: ops.attended_cross_entropy(x, meta(t), a),
+         "attended_cross_entropy: target is on 'meta' but logits is on 'cpu'"),
+        (lambda: ops.tsman_loss(x, x, meta(t)), "tsman_loss: target is on 'meta' but logits_a is on 'cpu'"),
+        (lambda: ops.ema_update_([torch.zeros(3), torch.zeros(2)], [torch.zeros(3), meta(torch.zeros(2))], 0.9),
+         "ema_update_: tensors[1] is on 'meta' but ema_tensors[1] is on 'cpu'"),
+        (lambda: ops.ema_update_([torch.zeros(3), meta(torch.zeros(2))], [torch.zeros(3), meta(torch.zeros(2))], 0.9),
+         "ema_update_: ema_tensors[1] is on 'meta' but ema_tensors[0] is on 'cpu'"),
+        (lambda: ops.ema_update_([torch.zeros(3)], [torch.zeros(3)], meta(torch.tensor(0.9))),
+         "ema_update_: decay is on 'meta'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
+    acc = ops.TeacherUncertaintyAccumulator()
+    acc.add(x)
+    with pytest.raises(ValueError, match=r"must match the first pass's shape \(2, 3, 5, 6, 7\) on cpu, got .* on meta"):
+        acc.add(meta(x))
+    assert acc.count == 1  # the refused pass was not counted
