@@ -35,7 +35,8 @@ class CollapseVerdict:
 
 def detect_collapse(summary: Mapping[str, float], reference: Optional[Mapping[str, float]] = None, *,
                     min_fg_ratio: float = 0.1, max_fg_ratio: float = 5.0, min_dice: float = 0.2,
-                    reference_min_dice: float = 0.5) -> CollapseVerdict:
+                    reference_min_dice: float = 0.5,
+                    reference_name: str = "the clean-label V-Net on the same budget") -> CollapseVerdict:
     """Flag a run whose predictions collapsed (see the module docstring).
 
     Args:
@@ -43,6 +44,7 @@ def detect_collapse(summary: Mapping[str, float], reference: Optional[Mapping[st
             (mean foreground fractions of prediction and clean reference).
         reference: the clean-label baseline's summary on the same budget, if any.
         min_fg_ratio, max_fg_ratio, min_dice, reference_min_dice: thresholds.
+        reference_name: how the reason names the reference run.
 
     Returns:
         :class:`CollapseVerdict`.
@@ -61,6 +63,5 @@ def detect_collapse(summary: Mapping[str, float], reference: Optional[Mapping[st
     if reference is not None:
         ref_dice = float(reference["dice"])
         if ref_dice >= reference_min_dice and dice < min_dice:
-            return CollapseVerdict(True, f"Dice {dice:.3f} while the clean-label V-Net on the same budget reaches "
-                                         f"{ref_dice:.3f}")
+            return CollapseVerdict(True, f"Dice {dice:.3f} while {reference_name} reaches {ref_dice:.3f}")
     return CollapseVerdict(False, "")

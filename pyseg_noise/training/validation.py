@@ -3,7 +3,8 @@
 PINT Table 1 reports Dice (%) and ASD (voxels) of the predictions against the
 *accurate* ground truth; TSMAN adds HD. Each case gets Dice, Jaccard, ASD (the
 directed prediction -> reference distance the LA papers use, equal to
-``medpy.metric.binary.asd``) and HD95, averaged over the foreground classes,
+``medpy.metric.binary.asd``), HD95 and HD (the full Hausdorff distance, the
+HVSMR platform's "HDD"), averaged over the foreground classes,
 plus the predicted and reference foreground fractions (the collapse detector
 reads them).
 """
@@ -20,13 +21,14 @@ from pyseg_noise.metrics import evaluate_multiclass
 
 __all__ = ["METRIC_COLUMNS", "case_metrics", "evaluate_method", "summarize"]
 
+_CASE_METRICS = ("dice", "jaccard", "asd", "hd95", "hd")
 #: per-case columns, in table order
-METRIC_COLUMNS = ("dice", "jaccard", "asd", "hd95", "fg_pred", "fg_ref")
+METRIC_COLUMNS = ("dice", "jaccard", "asd", "hd95", "hd", "fg_pred", "fg_ref")
 
 
 def case_metrics(prediction: np.ndarray, reference: np.ndarray, num_classes: int,
                  spacing: Optional[Sequence[float]] = None) -> Dict[str, float]:
-    """Dice, Jaccard, ASD, HD95 averaged over classes ``1 .. num_classes - 1``, and foreground fractions.
+    """Dice, Jaccard, ASD, HD95, HD averaged over classes ``1 .. num_classes - 1``, and foreground fractions.
 
     Args:
         prediction (ndarray[X, Y, Z]): integer label map.
@@ -35,12 +37,12 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, num_classes: int
         spacing: voxel size for the distances (None = voxels, as PINT reports).
 
     Returns:
-        ``{"dice", "jaccard", "asd", "hd95", "fg_pred", "fg_ref"}``; distances are ``inf``
+        ``{"dice", "jaccard", "asd", "hd95", "hd", "fg_pred", "fg_ref"}``; distances are ``inf``
         when exactly one of the two masks of a class is empty.
     """
     per_label = evaluate_multiclass(prediction, reference, labels=range(1, num_classes),
-                                    metrics=("dice", "jaccard", "asd", "hd95"), spacing=spacing)
-    out = {m: float(np.mean([row[m] for row in per_label.values()])) for m in ("dice", "jaccard", "asd", "hd95")}
+                                    metrics=_CASE_METRICS, spacing=spacing)
+    out = {m: float(np.mean([row[m] for row in per_label.values()])) for m in _CASE_METRICS}
     out["fg_pred"] = float(np.count_nonzero(prediction)) / prediction.size
     out["fg_ref"] = float(np.count_nonzero(reference)) / reference.size
     return out
@@ -88,6 +90,6 @@ def summarize(rows: Sequence[Mapping[str, object]], columns: Sequence[str] = MET
         out[c] = float(values.mean()) if np.all(np.isfinite(values)) else math.inf
         finite = values[np.isfinite(values)]
         out[f"{c}_std"] = float(finite.std()) if finite.size else math.nan
-        if c in ("asd", "hd95"):
+        if c in ("asd", "hd95", "hd"):
             out[f"{c}_inf_cases"] = float(np.count_nonzero(~np.isfinite(values)))
     return out
