@@ -26,22 +26,17 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
-import yaml
-
-from pyseg_noise.data import detect_layout, generate_synthetic_dataset, open_dataset
 from pyseg_noise.training.collapse import detect_collapse
-from pyseg_noise.training.config import ConfigError, config_from_dict, merge_dicts, parse_overrides
+from pyseg_noise.training.config import ConfigError
 from pyseg_noise.training.registry import method_names
-from pyseg_noise.training.trainer import Trainer, config_differences, resolve_device
+from pyseg_noise.training.trainer import resolve_device
 
+from .common import (ReproduceReport, ReproduceSettings, check_seed_and_repeats, prepare_data, reject_foreign,
+                     run_config, split_overrides, train_run)
 from .noisy_labels import PAPER_RADIUS_RANGE, structure_radius_range, write_noisy_labels
 from .paper_tables import PINT_TABLE1
 from .report import RunRecord, aggregate, markdown_table, plot_dice, write_csv, write_runs_csv
@@ -55,54 +50,6 @@ PINT_METHODS = ("pnt", "int", "pint")
 TABLE1_BASELINES = ("reweight", "trinet", "pickandlearn")
 
 
-@dataclass
-class ReproduceSettings:
-    """What ``pyseg-noise reproduce pint`` was asked to do (None = the scale's default).
-
-    Attributes:
-        out: output folder (tables, plots, logs, one run folder per training run).
-        scale: ``"smoke"``, ``"cpu"`` or ``"paper"`` (default: paper with a GPU, else cpu).
-        data: dataset folder; None generates the synthetic dataset.
-        methods: methods trained on noisy labels besides the V-Net.
-        noise_rates: shares of noisy training cases.
-        repeats: repetitions (seeds ``seed .. seed + repeats - 1``).
-        seed: base seed.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
-        radius_range: erosion/dilation radii; None = paper's 5-18 on user data, scaled on synthetic data.
-        overrides: ``KEY=VALUE`` config overrides for every run; ``METHOD:KEY=VALUE`` for one method.
-        overwrite: discard runs of different settings found in ``out``.
-        progress: progress bars.
-        num_workers: DataLoader workers per run (None = the scale's).
-    """
-
-    out: str = "pint_reproduction"
-    scale: Optional[str] = None
-    data: Optional[str] = None
-    methods: Optional[List[str]] = None
-    noise_rates: Optional[List[float]] = None
-    repeats: Optional[int] = None
-    seed: int = 0
-    device: str = "auto"
-    radius_range: Optional[Tuple[int, int]] = None
-    overrides: List[str] = field(default_factory=list)
-    overwrite: bool = False
-    progress: bool = True
-    num_workers: Optional[int] = None
-
-
-@dataclass
-class ReproduceReport:
-    """The outcome: per-run records, the table (Markdown), and the header lines printed above it."""
-
-    records: List[RunRecord]
-    table: str
-    header: List[str]
-    warnings: List[str]
-    verdicts: List[str]
-    out: Path
-    seconds: float
-
-
 def default_methods(scale: str) -> List[str]:
     """PNT, INT, PINT; at paper scale also Table 1's registered baselines."""
     methods = list(PINT_METHODS)
@@ -112,20 +59,12 @@ def default_methods(scale: str) -> List[str]:
     return methods
 
 
-def _split_overrides(items: Sequence[str]) -> Tuple[List[str], Dict[str, List[str]]]:
-    common: List[str] = []
-    per_method: Dict[str, List[str]] = {}
-    for item in items:
-        key = item.split("=", 1)[0]
-        if ":" in key:
-            method, rest = item.split(":", 1)
-            per_method.setdefault(method.strip(), []).append(rest)
-        else:
-            common.append(item)
-    return common, per_method
+#: kept for callers of the former private name
+_split_overrides = split_overrides
 
 
 def _check_settings(s: ReproduceSettings) -> Tuple[Scale, List[str], List[float], int]:
+    reject_foreign(s, "pint")
     scale_name = s.scale or default_scale()
     if scale_name not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
@@ -140,91 +79,16 @@ def _check_settings(s: ReproduceSettings) -> Tuple[Scale, List[str], List[float]
     for r in rates:
         if not 0.0 < r <= 1.0:
             raise ConfigError(f"--noise-rates must lie in (0, 1], got {r}")
-    repeats = s.repeats if s.repeats is not None else scale.repeats
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
-    if s.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {s.seed}")
+    repeats = check_seed_and_repeats(s, scale.repeats)
     if s.radius_range is not None and not (0 <= s.radius_range[0] <= s.radius_range[1]):
         raise ConfigError(f"--radius-range must be two integers 0 <= low <= high, got {list(s.radius_range)}")
     return scale, methods, rates, repeats
 
 
-def _prepare_data(s: ReproduceSettings, scale: Scale, out: Path, say) -> Tuple[Path, str, Tuple[int, int]]:
-    if s.data is not None:
-        root = Path(s.data)
-        if not root.is_dir():
-            raise FileNotFoundError(f"--data folder not found: {root}")
-        try:
-            layout = detect_layout(root)
-            train = open_dataset(root, "train", layout=layout, crop_size=None, augment=False)
-            test = open_dataset(root, "test", layout=layout, crop_size=None, augment=False)
-        except (ValueError, FileNotFoundError) as exc:
-            raise ConfigError(f"--data {root}: {exc} (reproduce needs a training split and a test split with "
-                              "clean labels)") from exc
-        radius = tuple(s.radius_range) if s.radius_range else PAPER_RADIUS_RANGE
-        desc = f"{root} ({layout}, {len(train)} training / {len(test)} test cases, clean test labels)"
-        return root, desc, radius
-    root = out / "data"
-    settings = {"seed": s.seed, "shape": list(scale.shape), "n_train": scale.n_train, "n_test": scale.n_test}
-    marker = root / "synthetic.json"
-    info = None
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if {k: old.get(k) for k in settings} == settings:
-            info = old
-    if info is None:
-        say(f"generating the synthetic dataset: {scale.n_train} training + {scale.n_test} test volumes of "
-            f"{'x'.join(map(str, scale.shape))} ...")
-        gen = generate_synthetic_dataset(root, n_train=scale.n_train, n_test=scale.n_test, shape=scale.shape,
-                                         seed=s.seed, overwrite=True)
-        fractions = [gen["foreground_fraction"][c] for c in gen["train"]]
-        info = {**json.loads(marker.read_text()), "mean_train_foreground": float(np.mean(fractions))}
-        marker.write_text(json.dumps(info, indent=1))
-    fg = float(info.get("mean_train_foreground", 0.075))
-    radius = tuple(s.radius_range) if s.radius_range else structure_radius_range(scale.shape, fg)
-    desc = (f"synthetic LA-like volumes generated in {root} ({scale.n_train} training / {scale.n_test} test, "
-            f"{'x'.join(map(str, scale.shape))}, {100 * fg:.1f}% foreground, seed {s.seed})")
-    return root, desc, radius
-
-
 def _run_config(s: ReproduceSettings, scale: Scale, method: str, seed: int, data_root: Path,
                 label_dir: Optional[Path], common: List[str], per_method: Dict[str, List[str]]):
-    values = merge_dicts({"method": method, "seed": seed, "device": s.device, "progress": s.progress,
-                          "data": {"root": str(data_root)},
-                          "method_options": scale.method_overrides(method)}, scale.config_overrides())
-    if s.num_workers is not None:
-        values = merge_dicts(values, {"data": {"num_workers": s.num_workers}})
-    if label_dir is not None:
-        values = merge_dicts(values, {"data": {"label_overrides": str(label_dir)}})
-    for items in (common, per_method.get(method, [])):
-        if items:
-            values = merge_dicts(values, parse_overrides(items))
-    return config_from_dict(values)
-
-
-def _train(config, run_dir: Path, overwrite: bool, say) -> Tuple[dict, float, bool]:
-    """Train (or reuse a finished run / resume an interrupted one); returns (summary, seconds, reused)."""
-    summary_file = run_dir / "eval" / "summary.json"
-    config_file = run_dir / "config.yaml"
-    resume = False
-    if config_file.is_file():
-        old = yaml.safe_load(config_file.read_text())
-        diffs = config_differences(old, config.to_dict())
-        if not diffs and summary_file.is_file():
-            return json.loads(summary_file.read_text()), 0.0, True
-        if not diffs and (run_dir / "checkpoints" / "last.pt").is_file():
-            resume = True
-        elif diffs and not overwrite:
-            raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(diffs[:4])}); "
-                              "use another --out or pass --overwrite")
-        elif diffs:
-            shutil.rmtree(run_dir)
-    started = time.perf_counter()
-    result = Trainer(config, run_dir, resume=resume, overwrite=overwrite and not resume).fit()
-    if result.summary is None:
-        raise ConfigError(f"the run in {run_dir} could not be evaluated: no test split with clean labels")
-    return result.summary, time.perf_counter() - started, False
+    return run_config(s, scale.config_overrides(), method, scale.method_overrides(method), seed, data_root,
+                      label_dir, [common, per_method.get(method, [])])
 
 
 def reproduce_pint(settings: ReproduceSettings, *, print_fn: Callable[[str], None] = print) -> ReproduceReport:
@@ -239,14 +103,21 @@ def reproduce_pint(settings: ReproduceSettings, *, print_fn: Callable[[str], Non
     """
     started = time.perf_counter()
     scale, methods, rates, repeats = _check_settings(settings)
-    common, per_method = _split_overrides(settings.overrides)
+    common, per_method = split_overrides(settings.overrides)
     for m in per_method:
         if m not in ("vnet", *methods):
             raise ConfigError(f"override for {m!r}, which is not among the methods run (vnet, {', '.join(methods)})")
-    out = Path(settings.out)
+    out = Path(settings.out or "pint_reproduction")
     out.mkdir(parents=True, exist_ok=True)
     say = print_fn
-    data_root, data_desc, radius = _prepare_data(settings, scale, out, say)
+    data = prepare_data(settings, scale.shape, scale.n_train, scale.n_test, out, say)
+    data_root, data_desc = data.root, data.description
+    if settings.radius_range:
+        radius = tuple(settings.radius_range)
+    elif data.synthetic:
+        radius = structure_radius_range(scale.shape, data.foreground_fraction)
+    else:
+        radius = PAPER_RADIUS_RANGE
 
     # validate every run's config before the first training
     probe = {m: _run_config(settings, scale, m, settings.seed, data_root, None, common, per_method)
@@ -288,7 +159,7 @@ def reproduce_pint(settings: ReproduceSettings, *, print_fn: Callable[[str], Non
             cfg = _run_config(settings, scale, method, seed, data_root, label_dir, common, per_method)
             say(f"[repeat {r}] training {method} on {labels} labels"
                 + (f" ({100 * rate:.0f}% noisy cases)" if labels == "noisy" else "") + f" -> {run_dir}")
-            summary, seconds, reused = _train(cfg, run_dir, settings.overwrite, say)
+            summary, seconds, reused = train_run(cfg, run_dir, settings.overwrite)
             if labels == "clean":
                 clean_summary = summary
             verdict = detect_collapse(summary, None if labels == "clean" else clean_summary)

@@ -1,13 +1,18 @@
-"""The reproduction's table: our numbers beside the paper's, with a collapse column.
+"""The reproduction's tables: our numbers beside the paper's, with a collapse column.
 
-One row per (method, label source, noise rate), aggregated over repetitions:
-Dice in %, ASD in voxels (mean ± sample std), the paper's Table 1 entry, and
-``COLLAPSED k/n`` when ``k`` of the ``n`` repetitions collapsed
+PINT: one row per (method, label source, noise rate), aggregated over
+repetitions: Dice in %, ASD in voxels (mean ± sample std), the paper's Table 1
+entry, and ``COLLAPSED k/n`` when ``k`` of the ``n`` repetitions collapsed
 (:func:`pyseg_noise.training.detect_collapse`). Written as Markdown and CSV.
+
+The pieces any reproduction's table is made of — mean ± std over repetitions
+(:func:`mean_std`, :func:`format_mean_std`), a Markdown grid, a CSV file, the
+per-run CSV and a bar plot — are shared with ``reproduce tsman``.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +22,8 @@ import numpy as np
 
 from .paper_tables import PINT_TABLE1_NAMES, paper_entry
 
-__all__ = ["RunRecord", "TableRow", "aggregate", "markdown_table", "write_csv", "plot_dice"]
+__all__ = ["RunRecord", "TableRow", "aggregate", "markdown_table", "write_csv", "plot_dice", "mean_std",
+           "format_mean_std", "markdown_grid", "write_grid_csv", "write_runs_csv", "bar_plot"]
 
 
 @dataclass
@@ -58,7 +64,8 @@ class TableRow:
         return PINT_TABLE1_NAMES.get(self.method, self.method)
 
 
-def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """``(mean, sample std)``; ``(inf, nan)`` if any value is not finite, ``(nan, nan)`` for none, std nan for one."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return math.nan, math.nan
@@ -79,8 +86,8 @@ def aggregate(records: Sequence[RunRecord], method_order: Sequence[str]) -> List
         runs = groups[(method, labels, rate)]
         rows.append(TableRow(
             method=method, labels=labels, noise_rate=rate,
-            dice=_mean_std([100.0 * r.dice for r in runs]),
-            asd=_mean_std([r.asd for r in runs]),
+            dice=mean_std([100.0 * r.dice for r in runs]),
+            asd=mean_std([r.asd for r in runs]),
             n=len(runs), collapsed=sum(r.collapsed for r in runs),
             reasons=[f"repeat {r.repeat}: {r.collapse_reason}" for r in runs if r.collapsed],
             paper=paper_entry(method, None if labels == "clean" else rate),
@@ -88,7 +95,8 @@ def aggregate(records: Sequence[RunRecord], method_order: Sequence[str]) -> List
     return rows
 
 
-def _fmt(mean: float, std: float, digits: int = 2) -> str:
+def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """``"m ± s"``, ``"m"`` without a std, ``"inf"``, or ``"—"`` for no value."""
     if math.isinf(mean):
         return "inf"
     if math.isnan(mean):
@@ -105,17 +113,31 @@ def _paper(entry, which: int) -> str:
 
 def markdown_table(rows: Sequence[TableRow]) -> str:
     """The table as GitHub Markdown."""
-    lines = [
-        "| Method | Labels | Noise | Dice % (ours) | ASD vox (ours) | Dice % (paper) | ASD vox (paper) | Runs | Collapse |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        collapse = f"COLLAPSED {r.collapsed}/{r.n}" if r.collapsed else "no"
-        lines.append(
-            f"| {r.name} | {r.labels} | {100 * r.noise_rate:.0f}% | {_fmt(*r.dice)} | {_fmt(*r.asd)} | "
-            f"{_paper(r.paper, 0)} | {_paper(r.paper, 1)} | {r.n} | {collapse} |"
-        )
+    header = ["Method", "Labels", "Noise", "Dice % (ours)", "ASD vox (ours)", "Dice % (paper)", "ASD vox (paper)",
+              "Runs", "Collapse"]
+    cells = [[r.name, r.labels, f"{100 * r.noise_rate:.0f}%", format_mean_std(*r.dice), format_mean_std(*r.asd),
+              _paper(r.paper, 0), _paper(r.paper, 1), str(r.n), collapse_cell(r.collapsed, r.n)] for r in rows]
+    return markdown_grid(header, cells)
+
+
+def collapse_cell(collapsed: int, n: int) -> str:
+    """``"COLLAPSED k/n"`` or ``"no"``."""
+    return f"COLLAPSED {collapsed}/{n}" if collapsed else "no"
+
+
+def markdown_grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table of string cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_grid_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Rows of values (numbers stay numbers) as CSV."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(header))
+        w.writerows([list(r) for r in rows])
 
 
 def write_csv(rows: Sequence[TableRow], path: Path) -> None:
@@ -129,9 +151,9 @@ def write_csv(rows: Sequence[TableRow], path: Path) -> None:
             w.writerow([r.method, r.labels, r.noise_rate, *r.dice, *r.asd, *p, r.n, r.collapsed])
 
 
-def write_runs_csv(records: Sequence[RunRecord], path: Path) -> None:
-    """Every run's numbers (one line per run)."""
-    fields = list(RunRecord.__dataclass_fields__)
+def write_runs_csv(records: Sequence[object], path: Path) -> None:
+    """Every run's numbers (one line per run; ``records`` are instances of one dataclass)."""
+    fields = [f.name for f in dataclasses.fields(records[0])] if records else list(RunRecord.__dataclass_fields__)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -143,23 +165,33 @@ def plot_dice(rows: Sequence[TableRow], path: Path, title: str) -> Optional[Path
     """Bars of our Dice per row, with the paper's as markers."""
     if not rows:
         return None
+    return bar_plot(
+        [f"{r.name}\n{r.labels} {100 * r.noise_rate:.0f}%" for r in rows], [r.dice for r in rows],
+        path, title, paper=[r.paper[0] if r.paper else None for r in rows], paper_label="paper (Table 1)",
+        colors=["tab:red" if r.collapsed else ("tab:gray" if r.method == "vnet" else "tab:blue") for r in rows])
+
+
+def bar_plot(labels: Sequence[str], values: Sequence[Tuple[float, float]], path: Path, title: str, *,
+             paper: Optional[Sequence[Optional[float]]] = None, paper_label: str = "paper",
+             colors: Optional[Sequence[str]] = None, ylabel: str = "Dice (%)") -> Optional[Path]:
+    """Bars of ``(mean, std)`` per row (non-finite as 0), optionally the paper's values as markers, to ``path``."""
+    if not labels:
+        return None
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.name}\n{r.labels} {100 * r.noise_rate:.0f}%" for r in rows]
-    ours = [0.0 if math.isinf(r.dice[0]) or math.isnan(r.dice[0]) else r.dice[0] for r in rows]
-    errs = [0.0 if math.isnan(r.dice[1]) else r.dice[1] for r in rows]
-    colors = ["tab:red" if r.collapsed else ("tab:gray" if r.method == "vnet" else "tab:blue") for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    x = np.arange(len(rows))
-    ax.bar(x, ours, yerr=errs, color=colors, alpha=0.8, label="ours")
-    paper = [r.paper[0] if r.paper else np.nan for r in rows]
-    ax.plot(x, paper, "k_", markersize=22, mew=2, label="paper (Table 1)")
+    ours = [m if math.isfinite(m) else 0.0 for m, _ in values]
+    errs = [s if math.isfinite(s) else 0.0 for _, s in values]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 4))
+    x = np.arange(len(labels))
+    ax.bar(x, ours, yerr=errs, color=list(colors) if colors else "tab:blue", alpha=0.8, label="ours")
+    if paper is not None:
+        ax.plot(x, [np.nan if p is None else p for p in paper], "k_", markersize=22, mew=2, label=paper_label)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, fontsize=7)
-    ax.set_ylabel("Dice (%)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
