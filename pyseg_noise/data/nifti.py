@@ -23,7 +23,8 @@ import numpy as np
 from .volume_dataset import DEFAULT_CROP_SIZE, VolumeDataset
 from .volume_io import check_label, read_json, read_nifti, read_volume, require_file
 
-__all__ = ["NiftiDataset", "read_dataset_json", "split_dirs", "list_label_cases"]
+__all__ = ["NiftiDataset", "read_dataset_json", "split_dirs", "list_label_cases", "list_image_cases",
+           "check_every_image_labelled"]
 
 PathLike = Union[str, Path]
 
@@ -85,6 +86,45 @@ def list_label_cases(label_dir: PathLike, file_ending: str = ".nii.gz") -> List[
     if not cases:
         raise ValueError(f"label folder {label_dir} holds no '*{file_ending}' file")
     return cases
+
+
+def list_image_cases(image_dir: PathLike, file_ending: str = ".nii.gz") -> List[str]:
+    """Sorted case names of the ``CASE_0000<file_ending>`` files (channel 0) in ``image_dir`` ([] if it is missing)."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        return []
+    names = (_strip_ending(p.name, "_0000" + file_ending) for p in image_dir.iterdir() if p.is_file())
+    return sorted(c for c in names if c)
+
+
+def check_every_image_labelled(root: PathLike, split: str = "train", label_dir: Optional[PathLike] = None) -> None:
+    """Raise if an image of ``split`` has no label file.
+
+    :class:`NiftiDataset` lists its cases from the label folder, so an image whose
+    label is missing would silently drop out of training or validation; this check
+    (run by the Trainer and ``pyseg-noise predict``) makes it an error instead.
+
+    Args:
+        root: the dataset folder.
+        split: ``"train"`` or ``"test"``.
+        label_dir: the label folder used instead of the split's (relative to ``root`` or absolute).
+
+    Raises:
+        FileNotFoundError: naming the first missing label file and its image.
+    """
+    root = Path(root)
+    image_folder, default_label_folder = split_dirs(split)
+    ending = read_dataset_json(root)["file_ending"]
+    labels = root / (label_dir if label_dir is not None else default_label_folder)
+    if not labels.is_dir():
+        return  # the dataset itself reports a missing label folder
+    missing = [c for c in list_image_cases(root / image_folder, ending) if not (labels / f"{c}{ending}").is_file()]
+    if missing:
+        more = f" ({len(missing) - 1} more image(s) lack a label)" if len(missing) > 1 else ""
+        raise FileNotFoundError(
+            f"label file not found: {labels / (missing[0] + ending)}, the label of "
+            f"{root / image_folder / (missing[0] + '_0000' + ending)}{more}"
+        )
 
 
 class NiftiDataset(VolumeDataset):

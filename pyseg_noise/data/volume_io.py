@@ -20,6 +20,7 @@ __all__ = [
     "read_nifti",
     "write_nifti",
     "read_h5",
+    "read_npy",
     "read_json",
     "check_label",
     "read_volume",
@@ -113,6 +114,20 @@ def read_h5(path: PathLike, key: str, *, what: str = "HDF5 file") -> np.ndarray:
             return np.asarray(f[key][()])
         except Exception as exc:
             raise ValueError(f"cannot read dataset {key!r} of {what} {path}: {exc}") from exc
+
+
+def read_npy(path: PathLike, *, what: str = ".npy file") -> np.ndarray:
+    """Read a ``.npy`` array (never a pickled object).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: truncated, corrupt or pickled content, naming the path.
+    """
+    path = require_file(path, what)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # numpy raises these for truncated or foreign files
+        raise ValueError(f"cannot read {what} {path} as .npy: {type(exc).__name__}: {exc}") from exc
 
 
 def read_json(path: PathLike, *, what: str = "JSON file") -> Dict[str, Any]:

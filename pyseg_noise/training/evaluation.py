@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from pyseg_noise.data import detect_layout, open_dataset
-from pyseg_noise.data.volume_io import read_volume
+from pyseg_noise.data.nifti import check_every_image_labelled
+from pyseg_noise.data.volume_io import read_npy, read_volume
 from pyseg_noise.metrics import evaluate_multiclass
 
 from .config import ConfigError
@@ -40,7 +41,8 @@ def _label_files(folder: Path) -> Dict[str, Path]:
 
 
 def _read_label(path: Path) -> np.ndarray:
-    data = np.load(path) if path.name.endswith(".npy") else read_volume(path, key="label", what="label file")
+    data = read_npy(path, what="label file") if path.name.endswith(".npy") else read_volume(path, key="label",
+                                                                                              what="label file")
     data = np.asarray(data)
     if data.dtype.kind not in "biu":
         if data.dtype.kind == "f" and np.array_equal(data, np.round(data)):
@@ -57,6 +59,8 @@ def _references(ref: Path, split: str) -> Dict[str, object]:
         layout = None
     if layout is None:
         return dict(_label_files(ref))
+    if layout == "nifti":  # the dataset lists its cases by label: name a missing one instead of skipping it
+        check_every_image_labelled(ref, split)
     ds = open_dataset(ref, split, layout=layout, crop_size=None, augment=False, normalize=False)
     return {case: (ds, i) for i, case in enumerate(ds.cases)}
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pyseg_noise.data import detect_layout, open_dataset, zscore
-from pyseg_noise.data.volume_io import read_volume, write_nifti
+from pyseg_noise.data.volume_io import read_npy, read_volume, write_nifti
 from pyseg_noise.inference import sliding_window_inference
 
 from .config import ConfigError
@@ -41,8 +41,9 @@ def iter_volumes(source: PathLike, split: str = "test") -> Iterator[Tuple[str, n
     """``(case, z-scored image ndarray[C, X, Y, Z], source NIfTI file or None)`` of every volume in ``source``.
 
     Raises:
-        FileNotFoundError: ``source`` missing.
+        FileNotFoundError: ``source`` missing, or an image of a NIfTI dataset folder has no label.
         ConfigError: no volume found.
+        ValueError: an unreadable file (named).
     """
     source = Path(source)
     if not source.is_dir():
@@ -52,6 +53,14 @@ def iter_volumes(source: PathLike, split: str = "test") -> Iterator[Tuple[str, n
     except ValueError:
         layout = None
     if layout is not None:
+        if layout == "nifti":  # the dataset lists cases by label: an unlabelled image would be skipped
+            from pyseg_noise.data.nifti import check_every_image_labelled, split_dirs
+
+            try:
+                check_every_image_labelled(source, split)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{exc}; to segment images without labels pass their folder "
+                                        f"(--input {source / split_dirs(split)[0]})") from exc
         ds = open_dataset(source, split, layout=layout, crop_size=None, augment=False)
         for i, case in enumerate(ds.cases):
             template = ds.image_paths(case)[0] if hasattr(ds, "image_paths") else None
@@ -63,7 +72,7 @@ def iter_volumes(source: PathLike, split: str = "test") -> Iterator[Tuple[str, n
                           f"{', '.join(IMAGE_ENDINGS)}")
     for path in files:
         if path.name.endswith(".npy"):
-            image = np.load(path)
+            image = read_npy(path, what="image file")
         else:
             image = read_volume(path, key="image", what="image file", as_float=True)
         image = np.asarray(image, dtype=np.float32)

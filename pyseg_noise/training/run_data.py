@@ -5,9 +5,9 @@
 * whole volumes of the validation split with the clean labels;
 * a training case with both its clean and its training label, for the case plot.
 
-Setup problems (missing folder, unknown layout, missing noisy labels, a class
-count that disagrees with the data) raise :class:`ConfigError` or
-``FileNotFoundError`` up front, before any training.
+Setup problems (missing folder, unknown layout, missing noisy labels, an
+image without a label file, a class count that disagrees with the data) raise
+:class:`ConfigError` or ``FileNotFoundError`` up front, before any training.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from pyseg_noise.data import detect_layout, open_dataset
-from pyseg_noise.data.nifti import read_dataset_json
+from pyseg_noise.data import detect_layout, find_case_list, open_dataset
+from pyseg_noise.data.nifti import check_every_image_labelled, read_dataset_json, split_dirs
 
 from .config import ConfigError, TrainConfig
 
@@ -121,7 +121,12 @@ def train_dataset(config: TrainConfig):
         common["num_channels"] = d.in_channels
     try:
         probe = open_dataset(d.root, d.train_split, layout=layout, **common)
-        ds = open_dataset(d.root, d.train_split, layout=layout, **common, **_label_source(config, layout, probe.cases))
+        source = _label_source(config, layout, probe.cases)
+        if layout == "nifti":  # an image without a label would silently drop out of training
+            check_every_image_labelled(d.root, d.train_split)
+            if "label_dir" in source:
+                check_every_image_labelled(d.root, d.train_split, source["label_dir"])
+        ds = open_dataset(d.root, d.train_split, layout=layout, **common, **source)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     # Read the first case now: a wrong class count, missing noisy labels or an
@@ -136,17 +141,40 @@ def train_dataset(config: TrainConfig):
     return ds
 
 
+def _split_exists(root: str, split: str, layout: str) -> bool:
+    if layout == "h5":
+        try:
+            find_case_list(root, split)
+        except FileNotFoundError:
+            return False
+        return True
+    try:
+        image_folder, label_folder = split_dirs(split)
+    except ValueError:
+        return False
+    return (Path(root) / image_folder).is_dir() and (Path(root) / label_folder).is_dir()
+
+
 def validation_dataset(config: TrainConfig):
-    """Whole volumes of ``data.val_split`` with clean labels, or None if the split does not exist."""
+    """Whole volumes of ``data.val_split`` with clean labels, or None if the dataset has no such split.
+
+    Raises:
+        FileNotFoundError: the split exists but a case's file (e.g. a label) is missing.
+        ConfigError: the split's files are inconsistent (e.g. an empty case list).
+    """
     layout = resolve_layout(config)
     d = config.data
+    if not _split_exists(d.root, d.val_split, layout):
+        return None
     kwargs = dict(crop_size=None, augment=False, seed=config.seed, num_classes=d.num_classes)
     if layout == "nifti":
         kwargs["num_channels"] = d.in_channels
     try:
+        if layout == "nifti":
+            check_every_image_labelled(d.root, d.val_split)
         return open_dataset(d.root, d.val_split, layout=layout, **kwargs)
-    except (FileNotFoundError, ValueError):
-        return None
+    except ValueError as exc:
+        raise ConfigError(f"validation split {d.val_split!r}: {exc}") from exc
 
 
 def case_for_plot(config: TrainConfig, scan: int = 16) -> Optional[dict]:
