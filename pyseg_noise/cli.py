@@ -12,9 +12,12 @@ Subcommands, in the order of a study::
     pyseg-noise reproduce [pint]                a paper's table, end to end
 
 A bad setting (unknown method, negative iterations, missing data folder,
-class-count mismatch...) prints one ``pyseg-noise CMD: error: ...`` line on
-stderr and exits with code 2. A NaN/inf loss exits with 1, Ctrl-C with 130
-after saving a checkpoint (continue with ``--resume``).
+class-count mismatch...), an unreadable or missing data file, or a corrupt,
+foreign or incomplete checkpoint prints one ``pyseg-noise CMD: error: ...`` line
+on stderr (naming the file) and exits with code 2. A NaN/inf loss, or a
+checkpoint that cannot be written (e.g. a full disk; the previous one is kept),
+exits with 1, Ctrl-C with 130 after saving a checkpoint (continue with
+``--resume``).
 """
 from __future__ import annotations
 
@@ -340,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a message may quote multi-line text of a library)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (``sys.exit(main())``)."""
     parser = build_parser()
@@ -348,19 +356,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from pyseg_noise.training.checkpoint import CheckpointError, CheckpointWriteError
     from pyseg_noise.training.config import ConfigError
-    from pyseg_noise.training.trainer import NonFiniteLossError, TrainingInterrupted
+    from pyseg_noise.training.trainer import NonFiniteLossError, TrainingDataError, TrainingInterrupted
 
-    user_errors = (ConfigError, FileNotFoundError, FileExistsError)
+    user_errors = (ConfigError, FileNotFoundError, FileExistsError, CheckpointError, TrainingDataError)
     if args.command in ("synth", "corrupt", "evaluate", "predict"):
         user_errors += (ValueError,)  # these validate their inputs with ValueError
     try:
         return int(args.func(args) or 0)
     except user_errors as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+    except (NonFiniteLossError, CheckpointWriteError) as exc:
+        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except TrainingInterrupted as exc:
         print(f"{PROG} {args.command}: {exc}; continue with --resume", file=sys.stderr)

@@ -52,7 +52,7 @@ log, TensorBoard and plots, and the final validation on clean labels.
 **Distillers** (``pyseg-noise distill NAME``) register with
 :func:`register_distiller` (see :class:`Distiller`).
 """
-from .checkpoint import atomic_save, checkpoint_path, load_checkpoint
+from .checkpoint import CheckpointError, CheckpointWriteError, atomic_save, checkpoint_path, load_checkpoint
 from .collapse import CollapseVerdict, detect_collapse
 from .ema import EMATeacher
 from .config import (ConfigError, DataConfig, ModelConfig, NoOptions, OptimConfig, TrainConfig, load_config,
@@ -60,7 +60,8 @@ from .config import (ConfigError, DataConfig, ModelConfig, NoOptions, OptimConfi
 from .method import Batch, Method
 from .registry import (Distiller, get_distiller, get_method, distiller_names, method_names, register_distiller,
                        register_method)
-from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted, TrainResult, load_trained
+from .trainer import (NonFiniteLossError, Trainer, TrainingDataError, TrainingInterrupted, TrainResult,
+                      load_trained)
 
 __all__ = [
     "EMATeacher",
@@ -85,6 +86,9 @@ __all__ = [
     "distiller_names",
     "NonFiniteLossError",
     "TrainingInterrupted",
+    "TrainingDataError",
+    "CheckpointError",
+    "CheckpointWriteError",
     "load_trained",
     "load_checkpoint",
     "atomic_save",

@@ -42,8 +42,8 @@ import torch
 
 from . import distributed as ddp
 from .batch_stream import StreamDataset, stream_loader
-from .checkpoint import (CHECKPOINT_FORMAT, atomic_save, capture_rng_state, checkpoint_path, load_checkpoint,
-                         restore_rng_state)
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, CheckpointWriteError, atomic_save, capture_rng_state,
+                         checkpoint_path, load_checkpoint, restore_rng_state)
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .keyed_random import PROCESS_STREAM, sample_key
 from .method import Batch, Method
@@ -53,8 +53,8 @@ from .run_log import RunLog, read_log
 from .sync_batchnorm import convert_batchnorm, local_statistics
 from .validation import METRIC_COLUMNS, evaluate_method, summarize
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "TrainingInterrupted", "resolve_device",
-           "RESUMABLE_CHANGES", "build_method", "load_trained"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "TrainingInterrupted", "TrainingDataError",
+           "resolve_device", "RESUMABLE_CHANGES", "build_method", "load_trained"]
 
 PathLike = Union[str, Path]
 
@@ -65,6 +65,42 @@ RESUMABLE_CHANGES = ("progress", "plots", "checkpoint_every", "log_every", "val_
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the iteration."""
+
+
+class TrainingDataError(ValueError):
+    """A data file could not be read during training or validation; the message names it."""
+
+
+def _data_error_text(exc: BaseException) -> str:
+    """The message of a data-reading error, also when a DataLoader worker re-raised it.
+
+    A worker's exception arrives as ``"Caught ValueError in DataLoader worker process 0.\nOriginal
+    Traceback ...\nValueError: <message>"``: the message is the last line, after the type.
+    """
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+        prefix = f"{type(exc).__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return " ".join(text.split("\n"))
+
+
+class _NamedDataErrors:
+    """A dataset view whose read errors (ValueError, OSError: a corrupt or vanished file) become
+    :class:`TrainingDataError` with ``what`` in front."""
+
+    def __init__(self, dataset, what: str):
+        self._dataset = dataset
+        self._what = what
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self._dataset[index]
+        except (ValueError, OSError) as exc:
+            raise TrainingDataError(f"{self._what}: {_data_error_text(exc)}") from exc
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -175,17 +211,49 @@ def load_trained(path: PathLike, device: Union[str, torch.device] = "auto") -> M
 
     Raises:
         FileNotFoundError: no checkpoint.
-        ValueError: not a pyseg_noise checkpoint.
+        CheckpointError (a ValueError): not a pyseg_noise checkpoint, corrupt, or its
+            contents do not fit the method it names (the message names the file).
     """
-    state = load_checkpoint(path)
-    config = config_from_dict(state["config"])
+    path = Path(path)
+    file = checkpoint_path(path) if path.is_dir() else path
+    state = load_checkpoint(file)
+    try:
+        config = config_from_dict(state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {file} holds an invalid config: {exc}") from exc
     dev = resolve_device(device if isinstance(device, str) else str(device))
     method = build_method(config, dev)
-    for name, net in method.networks().items():
-        net.load_state_dict(state["networks"][name])
-    method.load_state_dict(state.get("method_state") or {})
+    _load_states(file, state, method)
     method.eval()
     return method
+
+
+def _load_states(file: Path, state: Dict[str, Any], method: Method, optimizer=None, scaler=None) -> None:
+    """Load a checkpoint's networks, method state (and optimizer, grad scaler) into a built method.
+
+    Raises:
+        CheckpointError: an entry is missing or does not fit (wrong shapes, other networks,
+            other parameter groups); the message names the file and the entry.
+    """
+    networks = state["networks"]
+    expected = set(method.networks())
+    if set(networks) != expected:
+        raise CheckpointError(f"checkpoint {file} holds the networks {sorted(networks)} but method "
+                              f"{method.config.method!r} has {sorted(expected)}")
+    steps = [(f"network {name!r}", lambda n=name, net=net: net.load_state_dict(networks[n]))
+             for name, net in method.networks().items()]
+    steps.append(("method_state", lambda: method.load_state_dict(state.get("method_state") or {})))
+    if optimizer is not None:
+        steps.append(("optimizer", lambda: optimizer.load_state_dict(state["optimizer"])))
+    if scaler is not None and state.get("scaler"):
+        steps.append(("scaler", lambda: scaler.load_state_dict(state["scaler"])))
+    for what, load in steps:
+        try:
+            load()
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            reason = " ".join(str(exc).split())
+            raise CheckpointError(f"checkpoint {file}: its {what} does not fit this run: "
+                                  f"{type(exc).__name__}: {reason[:400]}") from exc
 
 
 def _build_optimizer(config: TrainConfig, groups: List[dict]) -> torch.optim.Optimizer:
@@ -238,8 +306,15 @@ class Trainer:
         validate: evaluate on the validation split (clean labels) at the end.
 
     Raises (from :meth:`fit`):
-        ConfigError / FileNotFoundError: bad settings or data (before any training).
+        ConfigError / FileNotFoundError: bad settings or data (before any training), e.g. an
+            image without a label file.
+        CheckpointError: ``resume=True`` and the checkpoint is corrupt, foreign, incomplete
+            or does not fit the method (names the file); nothing of it was loaded into training.
+        TrainingDataError: a data file could not be read during training or validation
+            (names the file and the iteration).
         NonFiniteLossError: the loss became NaN/inf (names the iteration).
+        CheckpointWriteError: a checkpoint could not be written (e.g. no space left); the
+            previous checkpoint is unchanged, training stops; free space and resume.
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved first.
 
     Example:
@@ -272,7 +347,7 @@ class Trainer:
             if diffs:
                 raise ConfigError(
                     f"--resume: the settings differ from the checkpoint's in {', '.join(diffs[:6])}; "
-                    f"resume with the run's own {marker}"
+                    f"resume with the run's own {marker} (checkpoint {ckpt_file})"
                 )
         elif marker.exists() or ckpt_file.exists():
             if not self.overwrite:
@@ -290,31 +365,51 @@ class Trainer:
         return state
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, info, it, total, optimizer, scaler, lr) -> Path:
-        """Collective: every process contributes its RNG state; rank 0 writes."""
+    def _checkpoint(self, info, device, it, total, optimizer, scaler, lr) -> Path:
+        """Collective: every process contributes its RNG state; rank 0 writes.
+
+        Raises:
+            CheckpointWriteError: on every process when rank 0's write failed (e.g. a full
+                disk); the previous checkpoint is unchanged and training stops.
+        """
         rngs = ddp.all_gather_objects(capture_rng_state())
         path = checkpoint_path(self.run_dir)
+        failure: Optional[CheckpointWriteError] = None
         if info.is_main:
-            method = self.method
-            atomic_save({
-                "format": CHECKPOINT_FORMAT,
-                "iteration": it,
-                "total_iterations": total,
-                "finished": it >= total,
-                "method": self.config.method,
-                "config": self.config.to_dict(),
-                "networks": {n: net.state_dict() for n, net in method.networks().items()},
-                "method_state": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "scheduler": {"iteration": it, "lr": lr},
-                "sampler": {"seed": self.config.seed, "global_batch": self.config.batch_size, "next_iteration": it},
-                "rng": rngs,
-                "world_size": info.world_size,
-                "torch_version": str(torch.__version__),
-            }, path)
+            try:
+                self._write_checkpoint(path, info, it, total, optimizer, scaler, lr, rngs)
+            except CheckpointWriteError as exc:
+                last = read_checkpoint_iteration(self.run_dir)
+                kept = f"iteration {last}" if last is not None else "none"
+                failure = CheckpointWriteError(
+                    f"training stopped after iteration {it} of {total}: {exc}; last good checkpoint: {kept}",
+                    exc.errno)
+                failure.__cause__ = exc
+        if ddp.any_rank(failure is not None, device):
+            raise failure or CheckpointWriteError(f"training stopped after iteration {it}: rank 0 could not write "
+                                                  f"the checkpoint {path} (see its error)")
         ddp.barrier()
         return path
+
+    def _write_checkpoint(self, path, info, it, total, optimizer, scaler, lr, rngs) -> None:
+        method = self.method
+        atomic_save({
+            "format": CHECKPOINT_FORMAT,
+            "iteration": it,
+            "total_iterations": total,
+            "finished": it >= total,
+            "method": self.config.method,
+            "config": self.config.to_dict(),
+            "networks": {n: net.state_dict() for n, net in method.networks().items()},
+            "method_state": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "scheduler": {"iteration": it, "lr": lr},
+            "sampler": {"seed": self.config.seed, "global_batch": self.config.batch_size, "next_iteration": it},
+            "rng": rngs,
+            "world_size": info.world_size,
+            "torch_version": str(torch.__version__),
+        }, path)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
@@ -336,6 +431,8 @@ class Trainer:
         cfg = self.config
         state = self._prepare_run_dir(info)
         stream = StreamDataset(train_dataset(cfg), cfg.seed)
+        if self.validate and info.is_main:
+            validation_dataset(cfg)  # a missing validation file fails now, not after training
 
         method = build_method(cfg, device)
         self.method = method
@@ -355,15 +452,15 @@ class Trainer:
         # the per-process stream of the global generators (dropout masks): distinct per rank
         torch.manual_seed(sample_key(cfg.seed, info.rank, PROCESS_STREAM))
         if state is not None:
-            for name, net in method.networks().items():
-                net.load_state_dict(state["networks"][name])
-            method.load_state_dict(state.get("method_state") or {})
-            optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+            ckpt_file = checkpoint_path(self.run_dir)
+            _load_states(ckpt_file, state, method, optimizer, scaler)
             rngs = state.get("rng") or []
             if len(rngs) == info.world_size:
-                restore_rng_state(rngs[info.rank])
+                try:
+                    restore_rng_state(rngs[info.rank])
+                except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+                    raise CheckpointError(f"checkpoint {ckpt_file}: its random generator states are invalid: "
+                                          f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
             start = int(state["iteration"])
 
         log = RunLog(self.run_dir, enabled=info.is_main, progress=cfg.progress, total=total, initial=start,
@@ -377,7 +474,7 @@ class Trainer:
                     it, lr = self._loop(info, device, stream, method, optimizer, scaler, amp_dtype, params, log,
                                         stop, start, total)
                 if state is None or it > start or not ckpt.exists():
-                    ckpt = self._checkpoint(info, it, total, optimizer, scaler, lr)
+                    ckpt = self._checkpoint(info, device, it, total, optimizer, scaler, lr)
         finally:
             log.close()
         result = TrainResult(self.run_dir, it, total, ckpt)
@@ -394,7 +491,15 @@ class Trainer:
                                stop=total, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
         it, lr = start, cfg.optim.lr
         t0 = time.perf_counter()
-        for raw in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                raw = next(batches)
+            except StopIteration:
+                break
+            except (ValueError, OSError) as exc:  # a corrupt or vanished data file (also from a worker)
+                raise TrainingDataError(f"reading the training data for iteration {it + 1} failed: "
+                                        f"{_data_error_text(exc)}") from exc
             t = it
             lr = method.lr_at(t)
             for g in optimizer.param_groups:
@@ -444,11 +549,11 @@ class Trainer:
                 log.log({"iteration": it, **scalars, "lr": lr, "seconds": round(time.perf_counter() - t0, 3)})
             log.progress(1, loss=scalars["loss"], lr=lr)
             if ddp.any_rank(stop.flag, device):
-                path = self._checkpoint(info, it, total, optimizer, scaler, lr)
+                path = self._checkpoint(info, device, it, total, optimizer, scaler, lr)
                 log.write(f"checkpoint saved at iteration {it}: {path}")
                 raise TrainingInterrupted(it, path)
             if it % cfg.checkpoint_every == 0 and it < total:
-                self._checkpoint(info, it, total, optimizer, scaler, lr)
+                self._checkpoint(info, device, it, total, optimizer, scaler, lr)
             if cfg.val_every and it % cfg.val_every == 0 and it < total:
                 if info.is_main:
                     with local_statistics():
@@ -461,6 +566,7 @@ class Trainer:
         dataset = validation_dataset(self.config)
         if dataset is None:
             return None, []
+        dataset = _NamedDataErrors(dataset, f"reading the validation data after iteration {it} failed")
         cfg = self.config
         rows = evaluate_method(method, dataset, patch_size=cfg.data.crop_size, stride=cfg.val_stride,
                                batch_size=cfg.val_batch_size, limit=cfg.data.val_cases)
