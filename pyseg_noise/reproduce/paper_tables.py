@@ -1,5 +1,7 @@
 """The published numbers that ``reproduce`` prints beside its own.
 
+TSMAN (Min et al., AAAI 2019) is at the end of this file.
+
 PINT (Shi & Wu, MICCAI 2021), Table 1: LA, 80 training / 20 test scans, the
 training labels of 25 %, 50 % or 75 % of the training cases eroded or dilated
 by 5-18 voxels; Dice (%) and ASD (voxels) against the clean test labels, mean
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-__all__ = ["PINT_TABLE1", "PINT_CLEAN_VNET", "PINT_TABLE1_NAMES", "paper_entry"]
+__all__ = ["PINT_TABLE1", "PINT_CLEAN_VNET", "PINT_TABLE1_NAMES", "paper_entry", "TSMAN_TABLE1",
+           "TSMAN_TABLE1_ROWS", "TSMAN_TABLE2", "TSMAN_TABLE2_ROWS", "TSMAN_METRIC_NOTE"]
 
 #: method -> noise rate -> (Dice % mean, Dice % std, ASD mean, ASD std)
 PINT_TABLE1: Dict[str, Dict[float, Tuple[float, float, float, float]]] = {
@@ -48,3 +51,45 @@ def paper_entry(method: str, noise_rate: Optional[float]):
         if abs(rate - noise_rate) < 1e-9:
             return entry
     return None
+
+
+# ----------------------------------------------------------------------------- TSMAN
+#: what TSMAN's Tables 1 and 2 report: not Dice, but HVSMR 2016's "overall score"
+TSMAN_METRIC_NOTE = (
+    "the paper's Tables 1 and 2 report only HVSMR 2016's overall score (the challenge platform's combination "
+    "of Dice, ADB and HDD over myocardium and blood pool; higher is better), not Dice/ASD/HD; the score sits "
+    "beside our numbers to compare the ranking of the rows, not the values"
+)
+
+#: Table 1 rows, in the paper's order: key -> name. ``model<t>``: base model A/B/C alone; ``md``: model
+#: distillation over A, B, C; ``dd<t>``: data distillation of one base model (the "(DD)" rows); ``hd``:
+#: hierarchical distillation (the "(DD)" row's MD column)
+TSMAN_TABLE1_ROWS: Dict[str, str] = {
+    "model0": "A", "model1": "B", "model2": "C", "md": "MD (A+B+C)",
+    "dd0": "DD(A)", "dd1": "DD(B)", "dd2": "DD(C)", "hd": "HD (DD + MD)",
+}
+
+#: Table 1 (HVSMR 2016, overall score): labelled fraction xi -> row key -> score
+TSMAN_TABLE1: Dict[float, Dict[str, float]] = {
+    0.3: {"model0": 0.005, "model1": 0.154, "model2": 0.171, "md": 0.184,
+          "dd0": 0.104, "dd1": 0.163, "dd2": 0.168, "hd": 0.191},
+    0.5: {"model0": 0.136, "model1": 0.279, "model2": 0.350, "md": 0.359,
+          "dd0": 0.196, "dd1": 0.330, "dd2": 0.356, "hd": 0.387},
+    0.8: {"model0": 0.743, "model1": 0.764, "model2": 0.797, "md": 0.771,
+          "dd0": 0.785, "dd1": 0.775, "dd2": 0.806, "hd": 0.810},
+}
+
+#: Table 2 rows (attentions added from the loss layer back, as in the paper): key -> (name,
+#: attention_points, loss_attention); f1, f2 channel attention, f3 spatial attention, f4 loss attention
+TSMAN_TABLE2_ROWS: Dict[str, Tuple[str, Tuple[str, ...], bool]] = {
+    "baseline": ("Baseline (no attention)", (), False),
+    "f4": ("f4 (LA)", (), True),
+    "f3+f4": ("f3 + f4 (SA, LA)", ("f3",), True),
+    "f2+f3+f4": ("f2 + f3 + f4 (CA, SA, LA)", ("f2", "f3"), True),
+    "tsman": ("f1 + f2 + f3 + f4 (TSMAN)", ("f1", "f2", "f3"), True),
+}
+
+#: Table 2 (HVSMR 2016, overall score; xi not stated): row key -> score
+TSMAN_TABLE2: Dict[str, float] = {
+    "baseline": -1.167, "f4": -0.737, "f3+f4": -0.601, "f2+f3+f4": -0.576, "tsman": -0.561,
+}
