@@ -9,7 +9,7 @@ Subcommands, in the order of a study::
     pyseg-noise predict RUN --input DIR --out PRED
     pyseg-noise evaluate PRED REF               Dice, Jaccard, ASD, HD95 table
     pyseg-noise bench ...                       the op benchmarks
-    pyseg-noise reproduce [pint]                a paper's table, end to end
+    pyseg-noise reproduce [pint|tsman]          a paper's tables, end to end
 
 A bad setting (unknown method, negative iterations, missing data folder,
 class-count mismatch...), an unreadable or missing data file, or a corrupt,
@@ -32,7 +32,11 @@ PROG = "pyseg-noise"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    def _get_help_string(self, action):
+        # no "(default: None)", and no second default where the help already names one
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -193,6 +197,7 @@ def _cmd_reproduce(args) -> int:
         repeats=args.repeats, seed=args.seed, device=args.device,
         radius_range=tuple(args.radius_range) if args.radius_range else None, overrides=list(args.set or []),
         overwrite=args.overwrite, progress=_progress(args), num_workers=args.num_workers,
+        labelled_fractions=args.labelled_fractions, ablation_fraction=args.ablation_fraction,
     )
     REPRODUCTIONS[args.paper](settings)
     return 0
@@ -315,26 +320,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmarks (after --)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's table end to end", formatter_class=_Formatter,
-                       description="PINT Table 1: V-Net on clean and noisy labels and each method on noisy labels, "
-                                   "Dice and ASD on the clean test labels beside the paper's numbers, with a "
-                                   "collapse column. Without --data it runs on a generated synthetic dataset.")
-    p.add_argument("paper", nargs="?", default="pint", help="which paper's table")
+    p = sub.add_parser("reproduce", help="reproduce a paper's tables end to end", formatter_class=_Formatter,
+                       description="pint: PINT Table 1 — V-Net on clean and noisy labels and each method on noisy "
+                                   "labels, Dice and ASD on the clean test labels beside the paper's numbers.\n"
+                                   "tsman: TSMAN Table 1 — pseudo labels of the unlabelled training cases from base "
+                                   "models A, B, C, MD, DD and HD at labelled fractions xi, Dice/ASD/HD against "
+                                   "their clean labels; and Table 2 — TSMAN retrained on manual + HD pseudo labels "
+                                   "with each attention configuration (none, f4, f3+f4, f2+f3+f4, all), Dice/ASD/HD "
+                                   "on the clean test labels; both beside the paper's overall scores.\n"
+                                   "Every table has a collapse column. Without --data it runs on a generated "
+                                   "synthetic dataset; the output says which scale and data it ran on.")
+    p.add_argument("paper", nargs="?", default="pint", metavar="PAPER", help="which paper's tables: pint or tsman")
     p.add_argument("--scale", choices=["smoke", "cpu", "paper"], default=None,
-                   help="budget: paper = the papers' settings (GPU); cpu = ~15 min on 2 cores; smoke = a minute "
-                        "(default: paper with a GPU, else cpu)")
+                   help="budget: paper = the papers' settings (GPU); cpu = ~15 min (pint) or ~25 min (tsman) on 2 "
+                        "cores; smoke = a minute or two (default: paper with a GPU, else cpu)")
     p.add_argument("--data", help="LA .h5 or nnU-Net folder with train and test splits (default: synthetic)")
-    p.add_argument("--out", default="pint_reproduction", help="output folder")
-    p.add_argument("--methods", nargs="+", help="methods on noisy labels besides V-Net (default: pnt int pint; at "
-                   "paper scale also the registered Table 1 baselines)")
-    p.add_argument("--noise-rates", type=float, nargs="+", help="shares of noisy cases (default: the scale's)")
-    p.add_argument("--repeats", type=int, help="repetitions (default: the scale's; paper 3)")
+    p.add_argument("--out", default=None, help="output folder (default: PAPER_reproduction)")
+    p.add_argument("--methods", nargs="+", help="pint: methods on noisy labels besides V-Net (default: pnt int "
+                   "pint; at paper scale also the registered Table 1 baselines)")
+    p.add_argument("--noise-rates", type=float, nargs="+", help="pint: shares of noisy cases (default: the scale's)")
+    p.add_argument("--labelled-fractions", type=float, nargs="+", metavar="XI",
+                   help="tsman: Table 1's shares of training cases with manual labels (default: the scale's; "
+                        "paper 0.3 0.5 0.8)")
+    p.add_argument("--ablation-fraction", type=float, metavar="XI",
+                   help="tsman: the share of manual labels of Table 2's retraining (default 0.5)")
+    p.add_argument("--repeats", type=int, help="repetitions (default: the scale's; pint paper 3)")
     p.add_argument("--seed", type=int, default=0, help="base seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--radius-range", type=int, nargs=2, metavar=("LOW", "HIGH"),
-                   help="erosion/dilation radii (default: 5 18 on --data, scaled on synthetic data)")
-    p.add_argument("--set", action="append", metavar="[METHOD:]KEY=VALUE",
-                   help="override a setting for every run, or for one method (repeatable)")
+                   help="pint: erosion/dilation radii (default: 5 18 on --data, scaled on synthetic data)")
+    p.add_argument("--set", action="append", metavar="[PREFIX:]KEY=VALUE",
+                   help="override a setting for every run, or only for some (repeatable); PREFIX: a method "
+                        "(pint), base or ablation (tsman: the base models, Table 2's runs)")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per run (default: the "
                    "scale's: 4 at paper scale, else 0)")
     p.add_argument("--overwrite", action="store_true", help="discard runs of other settings found in --out")
