@@ -74,12 +74,12 @@ def argmax_rows(xs, C: tl.constexpr):
 
 @triton.jit
 def entropy_rows(ps, C: tl.constexpr):
-    """[BLOCK] entropy -sum_c p_c log p_c of probability rows, with 0 log 0 = 0."""
+    """[BLOCK] entropy -sum_c p_c log p_c of probability rows, with 0 log 0 = 0; NaN propagates."""
     h = tl.zeros_like(ps[0])
     for c in tl.static_range(C):
         p = ps[c]
-        pos = p > 0
-        h -= tl.where(pos, p * tl.log(tl.where(pos, p, 1.0)), 0.0)
+        # log(1) for p == 0 only: a NaN (or negative) p keeps its NaN, as in the C++ kernels
+        h -= p * tl.log(tl.where(p == 0, 1.0, p))
     return h
 
 

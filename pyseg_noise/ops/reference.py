@@ -26,8 +26,8 @@ __all__ = [
 
 
 def _xlogx(p: torch.Tensor) -> torch.Tensor:
-    # 0 * log 0 = 0 (SPEC conventions)
-    return torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+    # 0 * log 0 = 0 (SPEC conventions); a NaN (or negative) p gives NaN, it is not hidden as 0
+    return p * torch.log(torch.where(p == 0, torch.ones_like(p), p))
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:

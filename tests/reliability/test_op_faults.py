@@ -211,3 +211,58 @@ def test_tensors_on_the_wrong_device_for_every_op():
     with pytest.raises(ValueError, match=r"must match the first pass's shape \(2, 3, 5, 6, 7\) on cpu, got .* on meta"):
         acc.add(meta(x))
     assert acc.count == 1  # the refused pass was not counted
+
+
+# ------------------------------------------------------------------ NaN / Inf behaviour of the other ops
+def _bad_voxels(x):
+    """NaN in one logit and +Inf in another; returns the damaged copy and the [B, *S] mask of those voxels."""
+    bad = x.clone()
+    bad[0, 1, 2, 3, 4] = float("nan")
+    bad[1, 0, 0, 0, 0] = float("inf")
+    mask = torch.zeros((x.shape[0],) + x.shape[2:], dtype=torch.bool)
+    mask[0, 2, 3, 4] = mask[1, 0, 0, 0] = True
+    return bad, mask
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_inf_in_the_teacher_and_tsman_ops(backend):
+    """Documented behaviour: NaN/Inf logits make exactly the voxels they touch NaN (values and gradients);
+    the loss attention is a finite weight in [0, 1]; never a crash or hang."""
+    x, t, _ = _inputs()
+    bad, mask = _bad_voxels(x)
+    prob, entropy = ops.teacher_uncertainty(torch.stack([bad, x]), backend=backend)
+    assert torch.isnan(prob.movedim(1, -1)[mask]).all() and torch.isfinite(prob.movedim(1, -1)[~mask]).all()
+    assert torch.isnan(entropy[mask]).all() and torch.isfinite(entropy[~mask]).all()  # not hidden as 0 log 0
+    per_slice = ops.slice_uncertainty(entropy, backend=backend)  # slices along the last axis: 4 and 0
+    assert torch.isnan(per_slice[0, 4]) and torch.isnan(per_slice[1, 0])
+    assert int(torch.isnan(per_slice).sum()) == 2
+
+    attention = ops.loss_attention(bad, x, backend=backend)
+    assert torch.isfinite(attention).all() and attention.min() >= 0 and attention.max() <= 1
+
+    weights = torch.rand(t.shape, generator=torch.Generator().manual_seed(1))
+    for loss_of in (lambda z: ops.attended_cross_entropy(z, t, weights, reduction="none", backend=backend),
+                    lambda z: ops.tsman_loss(z, x, t, reduction="none", backend=backend)):
+        z = bad.clone().requires_grad_()
+        loss = loss_of(z)
+        assert torch.isnan(loss[mask]).all() and torch.isfinite(loss[~mask]).all()
+        loss.sum().backward()
+        assert torch.equal(torch.isnan(z.grad).any(1), mask)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_inf_in_ema_update(backend):
+    ema = [torch.zeros(4)]
+    ops.ema_update_(ema, [torch.tensor([1.0, float("nan"), float("inf"), 2.0])], 0.5, backend=backend)
+    assert ema[0][0] == 0.5 and ema[0][3] == 1.0 and torch.isnan(ema[0][1])
+    assert not torch.isfinite(ema[0][2])  # inf, or NaN as torch.lerp's weight >= 0.5 branch gives
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_teacher_probabilities_are_refused(backend):
+    x, t, p = _inputs()
+    p = p.clone()
+    p[1, 2, 3, 4, 5] = float("nan")
+    for op in (ops.pint_pixel_loss, ops.pint_image_loss):
+        with pytest.raises(ValueError, match="teacher_prob contains NaN"):
+            op(x, t, p, backend=backend)
