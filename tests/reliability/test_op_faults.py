@@ -233,12 +233,27 @@ def test_nan_and_inf_in_the_teacher_and_tsman_ops(backend):
     prob, entropy = ops.teacher_uncertainty(torch.stack([bad, x]), backend=backend)
     assert torch.isnan(prob.movedim(1, -1)[mask]).all() and torch.isfinite(prob.movedim(1, -1)[~mask]).all()
     assert torch.isnan(entropy[mask]).all() and torch.isfinite(entropy[~mask]).all()  # not hidden as 0 log 0
+    acc = ops.TeacherUncertaintyAccumulator(backend=backend)
+    acc.add(bad)
+    acc.add(x)
+    streamed = acc.compute()
+    torch.testing.assert_close(streamed[0], prob, equal_nan=True)
+    torch.testing.assert_close(streamed[1], entropy, equal_nan=True)
     per_slice = ops.slice_uncertainty(entropy, backend=backend)  # slices along the last axis: 4 and 0
     assert torch.isnan(per_slice[0, 4]) and torch.isnan(per_slice[1, 0])
     assert int(torch.isnan(per_slice).sum()) == 2
 
     attention = ops.loss_attention(bad, x, backend=backend)
     assert torch.isfinite(attention).all() and attention.min() >= 0 and attention.max() <= 1
+
+    z = bad.clone().requires_grad_()
+    ops.pint_pixel_loss(z, t, prob.nan_to_num(0.5), reduction="none", backend=backend).sum().backward()
+    assert torch.equal(torch.isnan(z.grad).any(1), mask)
+    z = bad.clone().requires_grad_()
+    image = ops.pint_image_loss(z, t, prob.nan_to_num(0.5), reduction="none", backend=backend)
+    assert torch.isnan(image[0, 4]) and torch.isnan(image[1, 0]) and int(torch.isnan(image).sum()) == 2
+    image.sum().backward()
+    assert torch.equal(torch.isnan(z.grad).any(1), mask)
 
     weights = torch.rand(t.shape, generator=torch.Generator().manual_seed(1))
     for loss_of in (lambda z: ops.attended_cross_entropy(z, t, weights, reduction="none", backend=backend),
