@@ -10,7 +10,6 @@ class (equal to medpy's); the summary is the mean and std over cases.
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 

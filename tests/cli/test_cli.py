@@ -5,7 +5,6 @@ import subprocess
 
 import numpy as np
 import pytest
-import torch
 
 from pyseg_noise.cli import build_parser, main
 from pyseg_noise.training import load_checkpoint, method_names
@@ -17,12 +16,7 @@ TINY = ["--set", "data.crop_size=[32,32,16]", "--set", "model.n_filters=2", "--s
         "--set", "plots=false", "--batch-size", "2", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from pyseg_noise.cli import main
@@ -15,12 +14,7 @@ TABLE1_NAMES = ["A", "B", "C", "MD (A+B+C)", "DD(A)", "DD(B)", "DD(C)", "HD (DD 
 TABLE1_PAPER_XI50 = ["0.136", "0.279", "0.350", "0.359", "0.196", "0.330", "0.356", "0.387"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(argv, capsys):

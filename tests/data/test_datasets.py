@@ -2,7 +2,6 @@
 import h5py
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 from torch.utils.data import DataLoader
 

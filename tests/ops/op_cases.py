@@ -1,7 +1,6 @@
 """Shared parametrization of the op tests: backends, dtypes, shapes, tolerances."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

@@ -33,12 +33,7 @@ from pyseg_noise.training.checkpoint import checkpoint_path
 from ..training.tiny_runs import make_tiny_dataset, tiny_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from pyseg_noise.cli import main
 from pyseg_noise.training import Trainer, load_checkpoint
@@ -24,12 +23,7 @@ TINY = ["--set", "data.crop_size=[32,32,16]", "--set", "model.n_filters=2", "--s
         "--set", "plots=false", "--batch-size", "2", "--no-progress", "--iterations", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

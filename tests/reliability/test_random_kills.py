@@ -116,12 +116,7 @@ print(json.dumps(report))
 """ % {"iterations": ITERATIONS, "every": CHECKPOINT_EVERY}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

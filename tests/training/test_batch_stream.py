@@ -1,5 +1,4 @@
 """The data stream: epochs are permutations, shards add up to the global batch, keyed noise splits exactly."""
-import numpy as np
 import pytest
 import torch
 
@@ -11,12 +10,7 @@ from pyseg_noise.training.method import Batch
 from .tiny_runs import CROP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_shards_add_up_to_the_global_batch():

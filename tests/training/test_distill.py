@@ -2,7 +2,6 @@
 import copy
 import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -27,12 +26,7 @@ from pyseg_noise.training.distill import (
 from pyseg_noise.training.registry import _DISTILLERS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def identity(x):

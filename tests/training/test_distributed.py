@@ -20,12 +20,7 @@ from pyseg_noise.training import Trainer, load_checkpoint
 from .tiny_runs import PYTHON, REPO, subprocess_env, tiny_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _configs(root):

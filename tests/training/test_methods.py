@@ -16,12 +16,7 @@ from pyseg_noise.training.run_log import read_log
 from .tiny_runs import CROP, tiny_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MINE = ("vnet", "pnt", "int", "pint")

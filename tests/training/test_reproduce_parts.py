@@ -1,7 +1,6 @@
 """Pieces of `reproduce pint`: scales, noise radii, paper numbers, the table and its collapse column."""
 import math
 
-import pytest
 import yaml
 
 from pyseg_noise.reproduce import PINT_TABLE1, SCALES, paper_entry

@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-import textwrap
 import time
 
 import pytest
@@ -16,12 +15,7 @@ from pyseg_noise.training.vnet import PlainVNet
 from .tiny_runs import PYTHON, subprocess_env, tiny_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _assert_same_state(a, b):

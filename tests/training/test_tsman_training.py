@@ -17,13 +17,7 @@ SIZE = (16, 16, 16)
 TINY = dict(stem_channels=4, growth_rate=2, n_layers=[1, 1], up_channels=[4, 4], dropout_rate=0.0, warmup_fraction=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny convolutions: OpenMP threads only add contention on the shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_method(**options):
