@@ -3,11 +3,17 @@
 // TSMAN with one shared attention map (tsman_loss, which first computes the
 // map of SPEC 5).
 //
-// One kernel serves both: it walks the voxels once and handles 1 or 2
-// streams per block, so the two-stream loss reads the target and the
-// attention once and each stream's logits once; the backward likewise writes
-// both streams' gradients in one pass. Nothing voxel-sized is saved between
-// forward and backward except the attention map, which is an output anyway.
+// tsman_loss reads both streams' logits once in its forward: one pass writes
+// the argmax disagreement (a byte) and the summed cross-entropy (the math
+// type) per voxel; the smoothing of loss_attention.cpp turns the first into
+// the attention and, in its last pass, multiplies it with the second and sums
+// the loss. The backward writes both streams' gradients in one pass. Nothing
+// voxel-sized is saved between forward and backward except the attention
+// map, which is an output anyway.
+//
+// The kernels read the logits straight from memory, one vector of voxels of
+// every class plane at a time (no per-block gather), with the class loop
+// unrolled for C = 2, 3, 4.
 #include <torch/library.h>
 
 #include <array>
@@ -23,27 +29,15 @@ constexpr int kMaxStreams = 2;
 template <typename scalar_t>
 using Streams = std::array<const scalar_t*, kMaxStreams>;
 
-// Loads the block's target (as int64 and as T) and attention (zero past cnt,
-// so padded voxels add nothing).
-template <typename scalar_t, typename T>
-inline void load_target_attention(BlockBuffers<T>& buf, const TargetReader& target, const scalar_t* att, int64_t off,
-                                  int64_t cnt) {
-  target.load(off, cnt, buf.t.data());
-  for (int64_t j = cnt; j < kBlock; ++j) buf.t[j] = 0;
-  for (int64_t j = 0; j < kBlock; ++j) buf.tf[j] = static_cast<T>(buf.t[j]);
-  for (int64_t j = 0; j < cnt; ++j) buf.c[j] = static_cast<T>(att[off + j]);
-  for (int64_t j = cnt; j < kBlock; ++j) buf.c[j] = T(0);
-}
-
-template <typename scalar_t>
-void attended_ce_kernel_impl(const Geometry& g, const Streams<scalar_t>& logits, int64_t n_streams,
-                             const scalar_t* attention, TargetCheck& check, const at::Tensor& target, bool store_map,
-                             scalar_t* loss_map, std::vector<double>& partial) {
+// Single-stream forward: loss_v = attention_v * ce_v, summed per chunk.
+template <typename scalar_t, int kC>
+void attended_ce_kernel_impl(const Geometry& g, const scalar_t* logits, const scalar_t* attention,
+                             const TargetReader& reader, scalar_t* loss_map, std::vector<double>& partial) {
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
-  const TargetReader reader = check.reader(target, g.C);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    BlockBuffers<T> buf(g.C);
+    int32_t t[kBlock];
+    T tf[kBlock];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b = chunk / g.chunks_per_item;
       const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
@@ -52,100 +46,129 @@ void attended_ce_kernel_impl(const Geometry& g, const Streams<scalar_t>& logits,
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        load_target_attention(buf, reader, attention, b * g.N + n0, cnt);
-        std::fill(buf.b, buf.b + kBlock, T(0));  // loss of the voxel, summed over streams
-        for (int64_t s = 0; s < n_streams; ++s) {
-          gather_planes(logits[s] + b * g.C * g.N, g.C, g.N, n0, cnt, T(0), buf.x);
-          block_logsumexp(buf.x, g.C, buf.a);
-          // loss += attention * (logsumexp(x) - x[target]), the gather done as C selects.
-          for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-            const Vec tf = Vec::loadu(buf.tf + j);
-            Vec xt(T(0));
-            for (int64_t c = 0; c < g.C; ++c) xt = Vec::blendv(xt, Vec::loadu(buf.x + c * kBlock + j), tf == Vec(T(c)));
-            const Vec ce = Vec::loadu(buf.a + j) - xt;
-            at::vec::fmadd(Vec::loadu(buf.c + j), ce, Vec::loadu(buf.b + j)).store(buf.b + j);
-          }
-        }
+        const int64_t off = b * g.N + n0;
+        load_target_block(reader, off, cnt, t, tf);
+        const scalar_t* p = logits + b * g.C * g.N + n0;
         // Lanes of a block in T, blocks of a chunk in double.
         Vec acc(T(0));
-        for (int64_t j = 0; j < kBlock; j += Vec::size()) acc = acc + Vec::loadu(buf.b + j);
-        chunk_sum += static_cast<double>(vec_sum(acc));
-        if (store_map) {
-          scalar_t* out = loss_map + b * g.N + n0;
-          for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<scalar_t>(buf.b[j]);
+        for (int64_t j = 0; j < cnt; j += Vec::size()) {
+          const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
+          Vec idx, ce;
+          stream_argmax_ce<kC, T>(p + j, g.N, g.C, n, Vec::loadu(tf + j), idx, ce);
+          const Vec loss = load_vec<T>(attention + off + j, n) * ce;  // zero past n
+          acc = acc + loss;
+          if (loss_map != nullptr) store_vec(loss_map + off + j, loss, n);
         }
+        chunk_sum += static_cast<double>(vec_sum(acc));
       }
       partial[chunk] = chunk_sum;
     }
   });
 }
 
-// grad_s[c] = g_v * attention_v * (softmax_c(x_s) - [c == target_v]) for each stream s.
-template <typename scalar_t>
-void attended_ce_backward_kernel_impl(const Geometry& g, const Streams<scalar_t>& logits, int64_t n_streams,
-                                      const scalar_t* attention, TargetCheck& check, const at::Tensor& target,
-                                      const scalar_t* grad_map, double grad_scalar,
-                                      const std::array<scalar_t*, kMaxStreams>& grads) {
+// tsman_loss's pass over the logits: for every voxel the disagreement of the
+// two streams' argmax (one byte) and the sum of their cross-entropies (the
+// math type); the attention and the loss follow from these two small maps.
+template <typename scalar_t, int kC>
+void tsman_terms_kernel_impl(const Geometry& g, const scalar_t* logits_a, const scalar_t* logits_b,
+                             const TargetReader& reader, uint8_t* d, at::opmath_type<scalar_t>* ce) {
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
-  const TargetReader reader = check.reader(target, g.C);
   at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    BlockBuffers<T> buf(g.C);
+    int32_t t[kBlock];
+    T tf[kBlock], diff[kBlock];
     for (int64_t id = begin; id < end; ++id) {
       const int64_t b = id / g.blocks_per_item;
       const int64_t n0 = (id % g.blocks_per_item) * kBlock;
       const int64_t cnt = std::min(kBlock, g.N - n0);
-      load_target_attention(buf, reader, attention, b * g.N + n0, cnt);
-      // Per-voxel weight g_v * attention_v into buf.a.
-      if (grad_map != nullptr) {
-        const scalar_t* gm = grad_map + b * g.N + n0;
-        for (int64_t j = 0; j < cnt; ++j) buf.a[j] = static_cast<T>(gm[j]) * buf.c[j];
-        for (int64_t j = cnt; j < kBlock; ++j) buf.a[j] = T(0);
-      } else {
-        const Vec gv(static_cast<T>(grad_scalar));
-        for (int64_t j = 0; j < kBlock; j += Vec::size()) (gv * Vec::loadu(buf.c + j)).store(buf.a + j);
+      const int64_t off = b * g.N + n0;
+      load_target_block(reader, off, cnt, t, tf);
+      const scalar_t* pa = logits_a + b * g.C * g.N + n0;
+      const scalar_t* pb = logits_b + b * g.C * g.N + n0;
+      for (int64_t j = 0; j < cnt; j += Vec::size()) {
+        const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
+        const Vec tv = Vec::loadu(tf + j);
+        Vec ia, ib, ce_a, ce_b;
+        stream_argmax_ce<kC, T>(pa + j, g.N, g.C, n, tv, ia, ce_a);
+        stream_argmax_ce<kC, T>(pb + j, g.N, g.C, n, tv, ib, ce_b);
+        store_vec(ce + off + j, ce_a + ce_b, n);
+        ((ia != ib) & Vec(T(1))).store(diff + j);
       }
-      for (int64_t s = 0; s < n_streams; ++s) {
-        gather_planes(logits[s] + b * g.C * g.N, g.C, g.N, n0, cnt, T(0), buf.x);
-        block_softmax<T>(buf.x, g.C, buf.s, nullptr);
-        for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-          const Vec w = Vec::loadu(buf.a + j);
-          const Vec tf = Vec::loadu(buf.tf + j);
-          for (int64_t c = 0; c < g.C; ++c) {
-            const Vec onehot = Vec::blendv(Vec(T(0)), Vec(T(1)), tf == Vec(T(c)));
-            (w * (Vec::loadu(buf.s + c * kBlock + j) - onehot)).store(buf.s + c * kBlock + j);
+      for (int64_t j = 0; j < cnt; ++j) d[off + j] = static_cast<uint8_t>(diff[j]);
+    }
+  });
+}
+
+// grad_s[c] = g_v * attention_v * (softmax_c(x_s) - [c == target_v]) for each
+// stream s, the logits read and the gradients written straight in memory.
+template <typename scalar_t, int kC>
+void attended_ce_backward_kernel_impl(const Geometry& g, const Streams<scalar_t>& logits, int64_t n_streams,
+                                      const scalar_t* attention, const TargetReader& reader,
+                                      const scalar_t* grad_map, double grad_scalar,
+                                      const std::array<scalar_t*, kMaxStreams>& grads) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  const int64_t C = kC > 0 ? kC : g.C;
+  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
+    int32_t t[kBlock];
+    T tf[kBlock];
+    std::vector<T> e(C * Vec::size());  // exp(x_c - max) of one vector of voxels
+    const Vec gv(static_cast<T>(grad_scalar));
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t b = id / g.blocks_per_item;
+      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
+      const int64_t cnt = std::min(kBlock, g.N - n0);
+      const int64_t off = b * g.N + n0;
+      load_target_block(reader, off, cnt, t, tf);
+      for (int64_t j = 0; j < cnt; j += Vec::size()) {
+        const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
+        const Vec tv = Vec::loadu(tf + j);
+        const Vec att = load_vec<T>(attention + off + j, n);
+        const Vec w = grad_map != nullptr ? load_vec<T>(grad_map + off + j, n) * att : gv * att;
+        for (int64_t s = 0; s < n_streams; ++s) {
+          const scalar_t* p = logits[s] + b * g.C * g.N + n0 + j;
+          Vec m = load_vec<T>(p, n);
+          for (int64_t c = 1; c < C; ++c) m = at::vec::maximum(m, load_vec<T>(p + c * g.N, n));
+          Vec z(T(0));
+          for (int64_t c = 0; c < C; ++c) {
+            const Vec ec = vexp(load_vec<T>(p + c * g.N, n) - m);
+            ec.store(e.data() + c * Vec::size());
+            z = z + ec;
+          }
+          const Vec inv = Vec(T(1)) / z;
+          scalar_t* out = grads[s] + b * g.C * g.N + n0 + j;
+          for (int64_t c = 0; c < C; ++c) {
+            const Vec onehot = Vec::blendv(Vec(T(0)), Vec(T(1)), tv == Vec(T(c)));
+            store_vec(out + c * g.N, w * (Vec::loadu(e.data() + c * Vec::size()) * inv - onehot), n);
           }
         }
-        scalar_t* out = grads[s] + b * g.C * g.N + n0;
-        for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t j = 0; j < cnt; ++j) out[c * g.N + j] = static_cast<scalar_t>(buf.s[c * kBlock + j]);
       }
     }
   });
 }
 
-// Forward of 1 or 2 streams sharing target and attention (already contiguous,
-// attention in the logits' dtype).
-at::Tensor attended_ce_forward(const char* op, const std::vector<at::Tensor>& streams, const at::Tensor& target,
+// Single-stream forward (logits, target and attention contiguous, attention
+// in the logits' dtype).
+at::Tensor attended_ce_forward(const char* op, const at::Tensor& logits, const at::Tensor& target,
                                const at::Tensor& attention, Reduction red) {
-  const Geometry g = geometry_of(streams[0]);
+  const Geometry g = geometry_of(logits);
   std::vector<double> partial(g.n_chunks(), 0.0);
   at::Tensor loss_map;
-  if (red == Reduction::None) loss_map = at::empty(target.sizes(), streams[0].options());
+  if (red == Reduction::None) loss_map = at::empty(target.sizes(), logits.options());
   TargetCheck check;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, streams[0].scalar_type(), "attended_cross_entropy", [&] {
-    Streams<scalar_t> ptrs{};
-    for (size_t s = 0; s < streams.size(); ++s) ptrs[s] = streams[s].const_data_ptr<scalar_t>();
-    attended_ce_kernel_impl<scalar_t>(g, ptrs, static_cast<int64_t>(streams.size()),
-                                      attention.const_data_ptr<scalar_t>(), check, target, red == Reduction::None,
-                                      red == Reduction::None ? loss_map.mutable_data_ptr<scalar_t>() : nullptr,
-                                      partial);
+  const TargetReader reader = check.reader(target, g.C);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "attended_cross_entropy", [&] {
+    dispatch_classes(g.C, [&](auto kC) {
+      attended_ce_kernel_impl<scalar_t, decltype(kC)::value>(
+          g, logits.const_data_ptr<scalar_t>(), attention.const_data_ptr<scalar_t>(), reader,
+          red == Reduction::None ? loss_map.mutable_data_ptr<scalar_t>() : nullptr, partial);
+    });
   });
   check.raise_if_bad(op, g.C);
   if (red == Reduction::None) return loss_map;
   double total = ordered_sum(partial);
   if (red == Reduction::Mean) total /= static_cast<double>(g.B * g.N);
-  return at::scalar_tensor(total, streams[0].options());
+  return at::scalar_tensor(total, logits.options());
 }
 
 std::vector<at::Tensor> attended_ce_backward(const char* op, const at::Tensor& grad_in,
@@ -167,6 +190,7 @@ std::vector<at::Tensor> attended_ce_backward(const char* op, const at::Tensor& g
   std::vector<at::Tensor> grads;
   for (const auto& s : streams) grads.push_back(at::empty(s.sizes(), s.options()));
   TargetCheck check;
+  const TargetReader reader = check.reader(target, g.C);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, streams[0].scalar_type(), "attended_cross_entropy", [&] {
     Streams<scalar_t> ptrs{};
     std::array<scalar_t*, kMaxStreams> outs{};
@@ -174,10 +198,11 @@ std::vector<at::Tensor> attended_ce_backward(const char* op, const at::Tensor& g
       ptrs[s] = streams[s].const_data_ptr<scalar_t>();
       outs[s] = grads[s].mutable_data_ptr<scalar_t>();
     }
-    attended_ce_backward_kernel_impl<scalar_t>(g, ptrs, static_cast<int64_t>(streams.size()),
-                                               attention.const_data_ptr<scalar_t>(), check, target,
-                                               red == Reduction::None ? grad_map.const_data_ptr<scalar_t>() : nullptr,
-                                               grad_scalar, outs);
+    dispatch_classes(g.C, [&](auto kC) {
+      attended_ce_backward_kernel_impl<scalar_t, decltype(kC)::value>(
+          g, ptrs, static_cast<int64_t>(streams.size()), attention.const_data_ptr<scalar_t>(), reader,
+          red == Reduction::None ? grad_map.const_data_ptr<scalar_t>() : nullptr, grad_scalar, outs);
+    });
   });
   check.raise_if_bad(op, g.C);
   return grads;
@@ -208,7 +233,7 @@ at::Tensor attended_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor
   check_ce_args(op, logits, target_in, attention_in);
   const Reduction red = parse_reduction(op, reduction);
   const at::Tensor attention = attention_in.to(logits.scalar_type()).contiguous();
-  return attended_ce_forward(op, {logits.contiguous()}, target_in.contiguous(), attention, red);
+  return attended_ce_forward(op, logits.contiguous(), target_in.contiguous(), attention, red);
 }
 
 at::Tensor attended_cross_entropy_backward_cpu(const at::Tensor& grad, const at::Tensor& logits,
@@ -228,13 +253,37 @@ std::tuple<at::Tensor, at::Tensor> tsman_loss_cpu(const at::Tensor& logits_a, co
   const char* op = "tsman_loss";
   check_tsman_args(op, logits_a, logits_b, target_in);
   const Reduction red = parse_reduction(op, reduction);
+  const SmoothingPlan plan = smoothing_plan(op, logits_a, sigma2, kernel_size, spatial_dims, slice_dim);
   const at::Tensor a = logits_a.contiguous();
   const at::Tensor b = logits_b.contiguous();
-  // The map in the logits' dtype is both the returned attention and the weight
-  // the loss uses, so forward and backward see the same rounded values.
-  at::Tensor attention = loss_attention_cpu(a, b, sigma2, kernel_size, spatial_dims, slice_dim);
-  at::Tensor loss = attended_ce_forward(op, {a, b}, target_in.contiguous(), attention, red);
-  return {loss, attention};
+  const at::Tensor target = target_in.contiguous();
+  const Geometry g = geometry_of(a);
+  // One pass over both streams gives the disagreement map and the summed
+  // cross-entropy; the smoothing then forms the attention and, in its last
+  // pass, the loss. The attention map in the logits' dtype is both the
+  // returned map and the weight the loss uses, so forward and backward see
+  // the same rounded values.
+  const auto math_type = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor d = at::empty({g.B * g.N}, a.options().dtype(at::kByte));
+  at::Tensor ce = at::empty({g.B * g.N}, a.options().dtype(math_type));
+  TargetCheck check;
+  const TargetReader reader = check.reader(target, g.C);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "tsman_loss", [&] {
+    using T = at::opmath_type<scalar_t>;
+    dispatch_classes(g.C, [&](auto kC) {
+      tsman_terms_kernel_impl<scalar_t, decltype(kC)::value>(g, a.const_data_ptr<scalar_t>(),
+                                                             b.const_data_ptr<scalar_t>(), reader,
+                                                             d.mutable_data_ptr<uint8_t>(), ce.mutable_data_ptr<T>());
+    });
+  });
+  check.raise_if_bad(op, g.C);
+  at::Tensor attention = at::empty(target.sizes(), a.options());
+  at::Tensor loss_map;
+  if (red == Reduction::None) loss_map = at::empty(target.sizes(), a.options());
+  double total = smooth_disagreement_cpu(d, attention, plan, ce, loss_map);
+  if (red == Reduction::None) return {loss_map, attention};
+  if (red == Reduction::Mean) total /= static_cast<double>(g.B * g.N);
+  return {at::scalar_tensor(total, a.options()), attention};
 }
 
 std::tuple<at::Tensor, at::Tensor> tsman_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& logits_a,

@@ -14,6 +14,25 @@ namespace cpu {
 at::Tensor loss_attention_cpu(const at::Tensor& logits_a, const at::Tensor& logits_b, double sigma2,
                               int64_t kernel_size, int64_t spatial_dims, int64_t slice_dim);
 
+// The separable Gaussian of SPEC 5: the smoothed axes (innermost first) and
+// the normalized 1-D weights. smoothing_plan checks the arguments.
+struct SmoothingPlan {
+  std::vector<int64_t> axes;
+  std::vector<double> w;
+};
+SmoothingPlan smoothing_plan(const char* op, const at::Tensor& logits_a, double sigma2, int64_t kernel_size,
+                             int64_t spatial_dims, int64_t slice_dim);
+
+// Smooths the disagreement map d (uint8, [B * N]) into out ([B, *S], contiguous,
+// any floating dtype; clamped to [0, 1]). Every value is computed by one thread
+// in a fixed order. With ce defined (the math type, [B * N]: the two streams'
+// cross-entropies summed) the last pass also forms loss_v = out_v * ce_v
+// (out_v as stored), writes it to loss_map if that is defined, and the sum
+// over all voxels is returned (in a fixed order); else 0 is returned.
+// Defined in loss_attention.cpp.
+double smooth_disagreement_cpu(const at::Tensor& d, const at::Tensor& out, const SmoothingPlan& plan,
+                               const at::Tensor& ce, const at::Tensor& loss_map);
+
 // lse (per voxel) = logsumexp_C(x) over the block; the cross-entropy only
 // needs this, not the softmax itself.
 template <typename T>
@@ -26,6 +45,69 @@ inline void block_logsumexp(const T* x, int64_t C, T* lse) {
     for (int64_t c = 0; c < C; ++c) z = z + vexp(Vec::loadu(x + c * kBlock + j) - m);
     (m + vlog(z)).store(lse + j);
   }
+}
+
+// Calls f(std::integral_constant<int, C>) for the common class counts 2-4 (the
+// class loops then unroll and the values stay in registers), else with 0 (C
+// read at run time).
+template <typename F>
+inline void dispatch_classes(int64_t C, F&& f) {
+  switch (C) {
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
+  }
+}
+
+// The block's labels (validated by the reader) as T in tf[0, kBlock), zero past cnt.
+template <typename T>
+inline void load_target_block(const TargetReader& reader, int64_t off, int64_t cnt, int32_t* t, T* tf) {
+  reader.load(off, cnt, t);
+  for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t[j]);
+  for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+}
+
+// For n <= Vec::size() voxels of one item of channel-planar logits p (plane
+// stride N) read straight from memory (lanes past n are zero): the argmax
+// over classes (as T; strict >, so ties go to the lowest class, as
+// torch.argmax) and the cross-entropy logsumexp(x) - x[target].
+template <int kC, typename T, typename S>
+inline void stream_argmax_ce(const S* p, int64_t N, int64_t C_rt, int64_t n, const at::vec::Vectorized<T>& tf,
+                             at::vec::Vectorized<T>& idx, at::vec::Vectorized<T>& ce) {
+  using Vec = at::vec::Vectorized<T>;
+  const int64_t C = kC > 0 ? kC : C_rt;
+  Vec m = load_vec<T>(p, n);
+  Vec best = m;
+  Vec xt = Vec::blendv(Vec(T(0)), m, tf == Vec(T(0)));
+  idx = Vec(T(0));
+  for (int64_t c = 1; c < C; ++c) {
+    const Vec x = load_vec<T>(p + c * N, n);
+    const Vec gt = x > best;
+    best = Vec::blendv(best, x, gt);
+    idx = Vec::blendv(idx, Vec(T(c)), gt);
+    m = at::vec::maximum(m, x);  // NaN propagates into the loss
+    xt = Vec::blendv(xt, x, tf == Vec(T(c)));
+  }
+  Vec z(T(0));
+  for (int64_t c = 0; c < C; ++c) z = z + vexp(load_vec<T>(p + c * N, n) - m);
+  ce = m + vlog(z) - xt;
+}
+
+// Argmax only (ties to the lowest class).
+template <int kC, typename T, typename S>
+inline at::vec::Vectorized<T> stream_argmax(const S* p, int64_t N, int64_t C_rt, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  const int64_t C = kC > 0 ? kC : C_rt;
+  Vec best = load_vec<T>(p, n);
+  Vec idx(T(0));
+  for (int64_t c = 1; c < C; ++c) {
+    const Vec x = load_vec<T>(p + c * N, n);
+    const Vec gt = x > best;
+    best = Vec::blendv(best, x, gt);
+    idx = Vec::blendv(idx, Vec(T(c)), gt);
+  }
+  return idx;
 }
 
 // logits must be a non-empty floating [B, C, *S] tensor with C >= 2 on the CPU.
