@@ -3,13 +3,11 @@
 // TSMAN with one shared attention map (tsman_loss, which first computes the
 // map of SPEC 5).
 //
-// tsman_loss reads both streams' logits once in its forward: one pass writes
-// the argmax disagreement (a byte) and the summed cross-entropy (the math
-// type) per voxel; the smoothing of loss_attention.cpp turns the first into
-// the attention and, in its last pass, multiplies it with the second and sums
-// the loss. The backward writes both streams' gradients in one pass. Nothing
-// voxel-sized is saved between forward and backward except the attention
-// map, which is an output anyway.
+// tsman_loss's forward is loss_attention.cpp's pass (attention_forward_cpu),
+// which reads both streams' logits and the labels once and forms the loss in
+// its last smoothing pass. The backward writes both streams' gradients in one
+// pass. Nothing voxel-sized is saved between forward and backward except the
+// attention map, which is an output anyway.
 //
 // The kernels read the logits straight from memory, one vector of voxels of
 // every class plane at a time (no per-block gather), with the class loop
@@ -62,39 +60,6 @@ void attended_ce_kernel_impl(const Geometry& g, const scalar_t* logits, const sc
         chunk_sum += static_cast<double>(vec_sum(acc));
       }
       partial[chunk] = chunk_sum;
-    }
-  });
-}
-
-// tsman_loss's pass over the logits: for every voxel the disagreement of the
-// two streams' argmax (one byte) and the sum of their cross-entropies (the
-// math type); the attention and the loss follow from these two small maps.
-template <typename scalar_t, int kC>
-void tsman_terms_kernel_impl(const Geometry& g, const scalar_t* logits_a, const scalar_t* logits_b,
-                             const TargetReader& reader, uint8_t* d, at::opmath_type<scalar_t>* ce) {
-  using T = at::opmath_type<scalar_t>;
-  using Vec = at::vec::Vectorized<T>;
-  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    int32_t t[kBlock];
-    T tf[kBlock], diff[kBlock];
-    for (int64_t id = begin; id < end; ++id) {
-      const int64_t b = id / g.blocks_per_item;
-      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
-      const int64_t cnt = std::min(kBlock, g.N - n0);
-      const int64_t off = b * g.N + n0;
-      load_target_block(reader, off, cnt, t, tf);
-      const scalar_t* pa = logits_a + b * g.C * g.N + n0;
-      const scalar_t* pb = logits_b + b * g.C * g.N + n0;
-      for (int64_t j = 0; j < cnt; j += Vec::size()) {
-        const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
-        const Vec tv = Vec::loadu(tf + j);
-        Vec ia, ib, ce_a, ce_b;
-        stream_argmax_ce<kC, T>(pa + j, g.N, g.C, n, tv, ia, ce_a);
-        stream_argmax_ce<kC, T>(pb + j, g.N, g.C, n, tv, ib, ce_b);
-        store_vec(ce + off + j, ce_a + ce_b, n);
-        ((ia != ib) & Vec(T(1))).store(diff + j);
-      }
-      for (int64_t j = 0; j < cnt; ++j) d[off + j] = static_cast<uint8_t>(diff[j]);
     }
   });
 }
@@ -257,32 +222,16 @@ std::tuple<at::Tensor, at::Tensor> tsman_loss_cpu(const at::Tensor& logits_a, co
   const at::Tensor a = logits_a.contiguous();
   const at::Tensor b = logits_b.contiguous();
   const at::Tensor target = target_in.contiguous();
-  const Geometry g = geometry_of(a);
-  // One pass over both streams gives the disagreement map and the summed
-  // cross-entropy; the smoothing then forms the attention and, in its last
-  // pass, the loss. The attention map in the logits' dtype is both the
-  // returned map and the weight the loss uses, so forward and backward see
-  // the same rounded values.
-  const auto math_type = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor d = at::empty({g.B * g.N}, a.options().dtype(at::kByte));
-  at::Tensor ce = at::empty({g.B * g.N}, a.options().dtype(math_type));
-  TargetCheck check;
-  const TargetReader reader = check.reader(target, g.C);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "tsman_loss", [&] {
-    using T = at::opmath_type<scalar_t>;
-    dispatch_classes(g.C, [&](auto kC) {
-      tsman_terms_kernel_impl<scalar_t, decltype(kC)::value>(g, a.const_data_ptr<scalar_t>(),
-                                                             b.const_data_ptr<scalar_t>(), reader,
-                                                             d.mutable_data_ptr<uint8_t>(), ce.mutable_data_ptr<T>());
-    });
-  });
-  check.raise_if_bad(op, g.C);
+  // One pass over both streams and the labels, then the smoothing, whose last
+  // pass also forms and sums the loss. The attention map in the logits' dtype
+  // is both the returned map and the weight the loss uses, so forward and
+  // backward see the same rounded values.
   at::Tensor attention = at::empty(target.sizes(), a.options());
   at::Tensor loss_map;
   if (red == Reduction::None) loss_map = at::empty(target.sizes(), a.options());
-  double total = smooth_disagreement_cpu(d, attention, plan, ce, loss_map);
+  double total = attention_forward_cpu(op, a, b, plan, target, attention, loss_map);
   if (red == Reduction::None) return {loss_map, attention};
-  if (red == Reduction::Mean) total /= static_cast<double>(g.B * g.N);
+  if (red == Reduction::Mean) total /= static_cast<double>(target.numel());
   return {at::scalar_tensor(total, a.options()), attention};
 }
 

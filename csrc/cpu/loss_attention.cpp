@@ -1,12 +1,26 @@
 // SPEC 5 / TSMAN Eq. (7): attention = w * d, with d_v = [argmax_C a_v != argmax_C b_v]
-// and w a normalized Gaussian, zero padded, in-plane or volumetric.
+// and w a normalized Gaussian, zero padded, in-plane or volumetric; and the
+// forward of tsman_loss (SPEC 6), which needs the same map.
 //
-// One pass over the logits writes d as one byte per voxel; the Gaussian is
-// separable, so 2 or 3 one-dimensional passes follow (bytes -> float, float ->
-// float, float -> output dtype), each reading only the small maps: the
-// kernel_size^3 taps of a dense 3-D convolution become 3 * kernel_size.
-// Every output value is computed by one thread in a fixed order, so the map
-// does not depend on the number of threads.
+// The Gaussian is separable: the kernel_size^3 taps of a dense 3-D
+// convolution become one 1-D pass per smoothed axis. Seen from the last
+// (outermost) smoothed axis, the map is [outer, L, inner] and each row (o, l)
+// is a contiguous run of `inner` voxels that holds whole lines of every other
+// smoothed axis. So two parallel regions suffice:
+//
+//   1. per row: read both streams' logits (and for tsman_loss the labels),
+//      form d (and the summed cross-entropy ce, stored), then run the passes
+//      along the inner smoothed axes in thread-local buffers (d never leaves
+//      the cache) and store the partly smoothed row (the math type);
+//   2. the pass along the last axis, clamped to [0, 1], written in the
+//      output dtype; for tsman_loss it also forms loss_v = att_v * ce_v (the
+//      attention as stored), stores it for reduction="none", and sums it per
+//      row.
+//
+// Every value is computed by one thread in a fixed order and the loss is
+// summed per row, rows in a fixed order: nothing depends on the number of
+// threads. DRAM traffic per voxel: 2Ce (+ e_t + 4 for ce) + 4 + 4, then
+// 4 (+ 4) + e (+ e): the logits are read once.
 #include <torch/library.h>
 
 #include "tsman_terms.h"
@@ -15,54 +29,41 @@ namespace pyseg_noise {
 namespace cpu {
 namespace {
 
-// d[b, v] = 1 where the two streams' hard predictions differ (ties go to the
-// lowest class in both, as torch.argmax). The logits are read straight from
-// memory, a vector of voxels at a time.
-template <typename scalar_t, int kC>
-void disagreement_kernel_impl(const Geometry& g, const scalar_t* logits_a, const scalar_t* logits_b, uint8_t* d) {
-  using T = at::opmath_type<scalar_t>;
-  using Vec = at::vec::Vectorized<T>;
-  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    T diff[kBlock];
-    for (int64_t id = begin; id < end; ++id) {
-      const int64_t b = id / g.blocks_per_item;
-      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
-      const int64_t cnt = std::min(kBlock, g.N - n0);
-      const scalar_t* pa = logits_a + b * g.C * g.N + n0;
-      const scalar_t* pb = logits_b + b * g.C * g.N + n0;
-      for (int64_t j = 0; j < cnt; j += Vec::size()) {
-        const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
-        const Vec ia = stream_argmax<kC, T>(pa + j, g.N, g.C, n);
-        const Vec ib = stream_argmax<kC, T>(pb + j, g.N, g.C, n);
-        ((ia != ib) & Vec(T(1))).store(diff + j);  // 1 where they differ, else 0
-      }
-      uint8_t* out = d + b * g.N + n0;
-      for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<uint8_t>(diff[j]);
-    }
-  });
-}
-
-// Optional work of the last smoothing pass for the fused tsman_loss: the
-// per-voxel loss att * ce (att as rounded to the output dtype), summed per row
-// of the pass (a row is handled by one thread, so the sum does not depend on
-// the number of threads) and, for reduction="none", stored.
-template <typename Out, typename T>
-struct LossEpilogue {
-  const T* ce = nullptr;        // [B * N] cross-entropy of both streams, summed
-  Out* loss_map = nullptr;      // [B * N] or nullptr
-  double* row_sum = nullptr;    // one per row of the pass
+// [outer, L, inner] view of a map of the given (contiguous) sizes around `axis`.
+struct AxisView {
+  int64_t outer, L, inner;
+  int64_t rows() const { return inner == 1 ? outer : outer * L; }
 };
 
-// One 1-D pass of the Gaussian along the middle axis of src viewed as
-// [outer, L, inner] (contiguous), zero padded: dst[o, l, i] = sum_k w[k] src[o, l + k - r, i].
-template <typename In, typename Out, typename T>
-void smooth_axis_kernel_impl(const In* src, Out* dst, int64_t outer, int64_t L, int64_t inner,
-                             const std::vector<T>& w, bool clamp01, const LossEpilogue<Out, T>& epi = {}) {
+AxisView axis_view(int64_t outer0, at::IntArrayRef sizes, int64_t axis) {
+  AxisView v{outer0, sizes[axis], 1};
+  for (int64_t k = 0; k < axis; ++k) v.outer *= sizes[k];
+  for (int64_t k = axis + 1; k < static_cast<int64_t>(sizes.size()); ++k) v.inner *= sizes[k];
+  return v;
+}
+
+// Optional work of the last pass for tsman_loss: loss_v = att_v * ce_v (att as
+// rounded to the output dtype), summed per row and, for reduction="none", stored.
+template <typename Out, typename T>
+struct LossEpilogue {
+  const T* ce = nullptr;      // [B * N]: both streams' cross-entropy, summed
+  Out* loss_map = nullptr;    // [B * N] or nullptr
+  double* row_sum = nullptr;  // one per row of the pass
+};
+
+// Rows [row0, row1) of one 1-D pass of the Gaussian along the middle axis of
+// src viewed as v = [outer, L, inner] (contiguous), zero padded:
+// dst[o, l, i] = sum_k w[k] src[o, l + k - r, i]. A row is (o, l) of `inner`
+// values, or (o) of L values when inner == 1; `stage` holds L + 2r +
+// Vec::size() values of T.
+template <typename Out, typename T>
+void smooth_rows(const T* src, Out* dst, const AxisView& v, const std::vector<T>& w, bool clamp01, int64_t row0,
+                 int64_t row1, T* stage, const LossEpilogue<Out, T>& epi = {}) {
   using Vec = at::vec::Vectorized<T>;
   const int64_t K = static_cast<int64_t>(w.size());
   const int64_t r = K / 2;
   const Vec zero(T(0)), one(T(1));
-  // Writes n values of the row starting at idx; returns their loss contribution.
+  // Writes n values starting at idx; returns their loss contribution.
   auto emit = [&](int64_t idx, Vec acc, int64_t n) -> Vec {
     if (clamp01) acc = at::vec::clamp(acc, zero, one);
     store_vec(dst + idx, acc, n);
@@ -72,84 +73,125 @@ void smooth_axis_kernel_impl(const In* src, Out* dst, int64_t outer, int64_t L, 
     if (epi.loss_map != nullptr) store_vec(epi.loss_map + idx, loss, n);
     return loss;
   };
-  if (inner == 1) {
+  if (v.inner == 1) {
     // The smoothed axis is the contiguous one: stage each row between r zeros
-    // on either side in the math type, then slide the taps along it in SIMD.
-    at::parallel_for(0, outer, std::max<int64_t>(1, 32768 / L), [&](int64_t begin, int64_t end) {
-      std::vector<T> row(L + 2 * r + Vec::size(), T(0));
-      for (int64_t o = begin; o < end; ++o) {
-        const In* s = src + o * L;
-        for (int64_t l = 0; l < L; ++l) row[r + l] = static_cast<T>(s[l]);
-        Vec row_loss(T(0));
-        for (int64_t l = 0; l < L; l += Vec::size()) {
-          Vec acc(T(0));
-          for (int64_t k = 0; k < K; ++k) acc = at::vec::fmadd(Vec(w[k]), Vec::loadu(row.data() + l + k), acc);
-          row_loss = row_loss + emit(o * L + l, acc, std::min<int64_t>(Vec::size(), L - l));
-        }
-        if (epi.row_sum != nullptr) epi.row_sum[o] = static_cast<double>(vec_sum(row_loss));
+    // on either side, then slide the taps along it in SIMD.
+    const int64_t L = v.L;
+    std::fill(stage, stage + L + 2 * r + Vec::size(), T(0));
+    for (int64_t o = row0; o < row1; ++o) {
+      std::copy(src + o * L, src + (o + 1) * L, stage + r);
+      Vec row_loss(T(0));
+      for (int64_t l = 0; l < L; l += Vec::size()) {
+        Vec acc(T(0));
+        for (int64_t k = 0; k < K; ++k) acc = at::vec::fmadd(Vec(w[k]), Vec::loadu(stage + l + k), acc);
+        row_loss = row_loss + emit(o * L + l, acc, std::min<int64_t>(Vec::size(), L - l));
       }
-    });
+      if (epi.row_sum != nullptr) epi.row_sum[o] = static_cast<double>(vec_sum(row_loss));
+    }
     return;
   }
   // Otherwise SIMD runs across the contiguous inner axis: each output row
   // (o, l) is a weighted sum of up to K input rows.
-  at::parallel_for(0, outer * L, std::max<int64_t>(1, 32768 / (inner * K)), [&](int64_t begin, int64_t end) {
-    for (int64_t id = begin; id < end; ++id) {
-      const int64_t o = id / L;
-      const int64_t l = id % L;
-      const int64_t k0 = std::max<int64_t>(0, r - l);
-      const int64_t k1 = std::min<int64_t>(K, L + r - l);
-      Vec row_loss(T(0));
-      for (int64_t i = 0; i < inner; i += Vec::size()) {
-        const int64_t n = std::min<int64_t>(Vec::size(), inner - i);
-        Vec acc(T(0));
-        for (int64_t k = k0; k < k1; ++k)
-          acc = at::vec::fmadd(Vec(w[k]), load_vec<T>(src + (o * L + l + k - r) * inner + i, n), acc);
-        row_loss = row_loss + emit(id * inner + i, acc, n);
-      }
-      if (epi.row_sum != nullptr) epi.row_sum[id] = static_cast<double>(vec_sum(row_loss));
+  const int64_t L = v.L, inner = v.inner;
+  for (int64_t id = row0; id < row1; ++id) {
+    const int64_t o = id / L;
+    const int64_t l = id % L;
+    const int64_t k0 = std::max<int64_t>(0, r - l);
+    const int64_t k1 = std::min<int64_t>(K, L + r - l);
+    Vec row_loss(T(0));
+    for (int64_t i = 0; i < inner; i += Vec::size()) {
+      const int64_t n = std::min<int64_t>(Vec::size(), inner - i);
+      Vec acc(T(0));
+      for (int64_t k = k0; k < k1; ++k)
+        acc = at::vec::fmadd(Vec(w[k]), load_vec<T>(src + (o * L + l + k - r) * inner + i, n), acc);
+      row_loss = row_loss + emit(id * inner + i, acc, n);
     }
-  });
-}
-
-// [outer, L, inner] view of a [B, *S] map around spatial axis `axis`.
-struct AxisView {
-  int64_t outer, L, inner;
-};
-
-AxisView axis_view(int64_t B, at::IntArrayRef spatial, int64_t axis) {
-  AxisView v{B, spatial[axis], 1};
-  for (int64_t k = 0; k < axis; ++k) v.outer *= spatial[k];
-  for (int64_t k = axis + 1; k < static_cast<int64_t>(spatial.size()); ++k) v.inner *= spatial[k];
-  return v;
-}
-
-// The separable passes from the byte map d to out (the last one clamped to
-// [0, 1] and, with a loss epilogue, also producing the loss).
-template <typename scalar_t>
-void smooth_kernel_impl(int64_t B, at::IntArrayRef spatial, const SmoothingPlan& plan, const uint8_t* d,
-                        at::opmath_type<scalar_t>* tmp0, at::opmath_type<scalar_t>* tmp1, scalar_t* out,
-                        const LossEpilogue<scalar_t, at::opmath_type<scalar_t>>& epi) {
-  using T = at::opmath_type<scalar_t>;
-  const std::vector<T> w(plan.w.begin(), plan.w.end());
-  const auto& axes = plan.axes;
-  const AxisView v0 = axis_view(B, spatial, axes[0]);
-  const AxisView v1 = axis_view(B, spatial, axes[1]);
-  if (axes.size() == 2) {
-    smooth_axis_kernel_impl(d, tmp0, v0.outer, v0.L, v0.inner, w, false);
-    smooth_axis_kernel_impl(tmp0, out, v1.outer, v1.L, v1.inner, w, true, epi);
-  } else {
-    const AxisView v2 = axis_view(B, spatial, axes[2]);
-    smooth_axis_kernel_impl(d, tmp0, v0.outer, v0.L, v0.inner, w, false);
-    smooth_axis_kernel_impl(tmp0, tmp1, v1.outer, v1.L, v1.inner, w, false);
-    smooth_axis_kernel_impl(tmp1, out, v2.outer, v2.L, v2.inner, w, true, epi);
+    if (epi.row_sum != nullptr) epi.row_sum[id] = static_cast<double>(vec_sum(row_loss));
   }
 }
 
-// Rows of the last smoothing pass (the unit of the loss's partial sums).
-int64_t last_pass_rows(int64_t B, at::IntArrayRef spatial, const SmoothingPlan& plan) {
-  const AxisView v = axis_view(B, spatial, plan.axes.back());
-  return v.inner == 1 ? v.outer : v.outer * v.L;
+// Region 1 for the voxels [n0, n0 + cnt) of item b: d (0 or 1, as T) into
+// dloc (written in whole vectors: lanes past cnt are 0) and, with a reader,
+// the summed cross-entropy of both streams into ce.
+template <typename scalar_t, int kC>
+inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_t* logits_b,
+                      const TargetReader* reader, int64_t b, int64_t n0, int64_t cnt, at::opmath_type<scalar_t>* dloc,
+                      at::opmath_type<scalar_t>* ce, int32_t* t, at::opmath_type<scalar_t>* tf) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  const scalar_t* pa = logits_a + b * g.C * g.N + n0;
+  const scalar_t* pb = logits_b + b * g.C * g.N + n0;
+  for (int64_t j0 = 0; j0 < cnt; j0 += kBlock) {
+    const int64_t bc = std::min(kBlock, cnt - j0);
+    if (reader != nullptr) load_target_block(*reader, b * g.N + n0 + j0, bc, t, tf);
+    for (int64_t jj = 0; jj < bc; jj += Vec::size()) {
+      const int64_t j = j0 + jj;
+      const int64_t n = std::min<int64_t>(Vec::size(), bc - jj);
+      Vec ia, ib;
+      if (reader != nullptr) {
+        const Vec tv = Vec::loadu(tf + jj);
+        Vec ce_a, ce_b;
+        stream_argmax_ce<kC, T>(pa + j, g.N, g.C, n, tv, ia, ce_a);
+        stream_argmax_ce<kC, T>(pb + j, g.N, g.C, n, tv, ib, ce_b);
+        store_vec(ce + b * g.N + n0 + j, ce_a + ce_b, n);
+      } else {
+        ia = stream_argmax<kC, T>(pa + j, g.N, g.C, n);
+        ib = stream_argmax<kC, T>(pb + j, g.N, g.C, n);
+      }
+      ((ia != ib) & Vec(T(1))).store(dloc + j);
+    }
+  }
+}
+
+template <typename scalar_t, int kC>
+void attention_kernel_impl(const Geometry& g, at::IntArrayRef spatial, const SmoothingPlan& plan,
+                           const scalar_t* logits_a, const scalar_t* logits_b, const TargetReader* reader,
+                           at::opmath_type<scalar_t>* ce, at::opmath_type<scalar_t>* tmp, scalar_t* out,
+                           const LossEpilogue<scalar_t, at::opmath_type<scalar_t>>& epi) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  const std::vector<T> w(plan.w.begin(), plan.w.end());
+  const int64_t r = static_cast<int64_t>(w.size()) / 2;
+  const int64_t last = plan.axes.back();
+  const AxisView lv = axis_view(g.B, spatial, last);
+  const int64_t rows = lv.outer * lv.L;  // runs of lv.inner voxels
+  const int64_t rows_per_item = rows / g.B;
+  const int64_t run = lv.inner;
+  // The inner smoothed axes, seen within one run.
+  const at::IntArrayRef run_sizes = spatial.slice(last + 1);
+  std::vector<AxisView> inner_views;
+  int64_t max_len = 1;
+  for (size_t k = 0; k + 1 < plan.axes.size(); ++k) {
+    inner_views.push_back(axis_view(1, run_sizes, plan.axes[k] - last - 1));
+    max_len = std::max(max_len, inner_views.back().L);
+  }
+  max_len = std::max(max_len, lv.L);
+  const int64_t padded = (run + Vec::size() - 1) / Vec::size() * Vec::size() + Vec::size();
+
+  at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / run), [&](int64_t begin, int64_t end) {
+    std::vector<T> buf0(padded), buf1(padded), stage(max_len + 2 * r + Vec::size());
+    int32_t t[kBlock];
+    T tf[kBlock];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / rows_per_item;
+      const int64_t n0 = (row % rows_per_item) * run;
+      row_terms<scalar_t, kC>(g, logits_a, logits_b, reader, b, n0, run, buf0.data(), ce, t, tf);
+      T* src = buf0.data();
+      T* spare = buf1.data();
+      for (size_t k = 0; k < inner_views.size(); ++k) {
+        const AxisView& v = inner_views[k];
+        T* dst = k + 1 == inner_views.size() ? tmp + b * g.N + n0 : spare;
+        smooth_rows<T, T>(src, dst, v, w, false, 0, v.rows(), stage.data());
+        std::swap(src, spare);
+      }
+      if (inner_views.empty()) std::copy(src, src + run, tmp + b * g.N + n0);
+    }
+  });
+  const int64_t grain = std::max<int64_t>(1, 32768 / (lv.inner * static_cast<int64_t>(w.size())));
+  at::parallel_for(0, lv.rows(), grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> stage(lv.L + 2 * r + Vec::size());
+    smooth_rows<scalar_t, T>(tmp, out, lv, w, true, begin, end, stage.data(), epi);
+  });
 }
 
 }  // namespace
@@ -192,30 +234,39 @@ SmoothingPlan smoothing_plan(const char* op, const at::Tensor& logits_a, double 
   return plan;
 }
 
-double smooth_disagreement_cpu(const at::Tensor& d, const at::Tensor& out, const SmoothingPlan& plan,
-                               const at::Tensor& ce, const at::Tensor& loss_map) {
-  const int64_t B = out.size(0);
-  const at::IntArrayRef spatial = out.sizes().slice(1);
-  const int64_t numel = out.numel();
-  const auto math_type = out.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor tmp0 = at::empty({numel}, out.options().dtype(math_type));
-  at::Tensor tmp1 = plan.axes.size() == 3 ? at::empty({numel}, out.options().dtype(math_type)) : tmp0;
+double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const at::Tensor& logits_b,
+                             const SmoothingPlan& plan, const at::Tensor& target, const at::Tensor& out,
+                             const at::Tensor& loss_map) {
+  const Geometry g = geometry_of(logits_a);
+  const at::IntArrayRef spatial = logits_a.sizes().slice(2);
+  const auto math_type = logits_a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const bool with_loss = target.defined();
+  at::Tensor tmp = at::empty({g.B * g.N}, logits_a.options().dtype(math_type));
+  at::Tensor ce;
   std::vector<double> row_sum;
-  if (ce.defined()) {
-    TORCH_INTERNAL_ASSERT(ce.scalar_type() == math_type && ce.numel() == numel && ce.is_contiguous());
-    row_sum.assign(last_pass_rows(B, spatial, plan), 0.0);
+  TargetCheck check;
+  TargetReader reader{};
+  if (with_loss) {
+    ce = at::empty({g.B * g.N}, logits_a.options().dtype(math_type));
+    row_sum.assign(axis_view(g.B, spatial, plan.axes.back()).rows(), 0.0);
+    reader = check.reader(target, g.C);
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "loss_attention", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits_a.scalar_type(), "loss_attention", [&] {
     using T = at::opmath_type<scalar_t>;
     LossEpilogue<scalar_t, T> epi;
-    if (ce.defined()) {
+    if (with_loss) {
       epi.ce = ce.const_data_ptr<T>();
       epi.row_sum = row_sum.data();
       if (loss_map.defined()) epi.loss_map = loss_map.mutable_data_ptr<scalar_t>();
     }
-    smooth_kernel_impl<scalar_t>(B, spatial, plan, d.const_data_ptr<uint8_t>(), tmp0.mutable_data_ptr<T>(),
-                                 tmp1.mutable_data_ptr<T>(), out.mutable_data_ptr<scalar_t>(), epi);
+    dispatch_classes(g.C, [&](auto kC) {
+      attention_kernel_impl<scalar_t, decltype(kC)::value>(
+          g, spatial, plan, logits_a.const_data_ptr<scalar_t>(), logits_b.const_data_ptr<scalar_t>(),
+          with_loss ? &reader : nullptr, with_loss ? ce.mutable_data_ptr<T>() : nullptr, tmp.mutable_data_ptr<T>(),
+          out.mutable_data_ptr<scalar_t>(), epi);
+    });
   });
+  check.raise_if_bad(op, g.C);
   return ordered_sum(row_sum);
 }
 
@@ -229,18 +280,10 @@ at::Tensor loss_attention_cpu(const at::Tensor& logits_a_in, const at::Tensor& l
   const SmoothingPlan plan = smoothing_plan(op, logits_a_in, sigma2, kernel_size, spatial_dims, slice_dim);
   const at::Tensor a = logits_a_in.contiguous();
   const at::Tensor b = logits_b_in.contiguous();
-  const Geometry g = geometry_of(a);
-  std::vector<int64_t> out_size{g.B};
+  std::vector<int64_t> out_size{a.size(0)};
   for (auto s : a.sizes().slice(2)) out_size.push_back(s);
   at::Tensor out = at::empty(out_size, a.options());
-  at::Tensor d = at::empty({g.B * g.N}, a.options().dtype(at::kByte));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "loss_attention", [&] {
-    dispatch_classes(g.C, [&](auto kC) {
-      disagreement_kernel_impl<scalar_t, decltype(kC)::value>(g, a.const_data_ptr<scalar_t>(),
-                                                              b.const_data_ptr<scalar_t>(), d.mutable_data_ptr<uint8_t>());
-    });
-  });
-  smooth_disagreement_cpu(d, out, plan, at::Tensor(), at::Tensor());
+  attention_forward_cpu(op, a, b, plan, at::Tensor(), out, at::Tensor());
   return out;
 }
 

@@ -23,15 +23,16 @@ struct SmoothingPlan {
 SmoothingPlan smoothing_plan(const char* op, const at::Tensor& logits_a, double sigma2, int64_t kernel_size,
                              int64_t spatial_dims, int64_t slice_dim);
 
-// Smooths the disagreement map d (uint8, [B * N]) into out ([B, *S], contiguous,
-// any floating dtype; clamped to [0, 1]). Every value is computed by one thread
-// in a fixed order. With ce defined (the math type, [B * N]: the two streams'
-// cross-entropies summed) the last pass also forms loss_v = out_v * ce_v
-// (out_v as stored), writes it to loss_map if that is defined, and the sum
-// over all voxels is returned (in a fixed order); else 0 is returned.
-// Defined in loss_attention.cpp.
-double smooth_disagreement_cpu(const at::Tensor& d, const at::Tensor& out, const SmoothingPlan& plan,
-                               const at::Tensor& ce, const at::Tensor& loss_map);
+// The attention map of SPEC 5 of two contiguous streams into out ([B, *S],
+// contiguous, the logits' dtype; clamped to [0, 1]). With target defined
+// (contiguous labels, validated on the way: a bad label raises after the
+// pass) it is tsman_loss's forward too: loss_v = out_v * (ce_a + ce_b)_v (out_v
+// as stored) is written to loss_map if that is defined, and the sum over all
+// voxels is returned (in a fixed order); else 0 is returned. Defined in
+// loss_attention.cpp.
+double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const at::Tensor& logits_b,
+                             const SmoothingPlan& plan, const at::Tensor& target, const at::Tensor& out,
+                             const at::Tensor& loss_map);
 
 // lse (per voxel) = logsumexp_C(x) over the block; the cross-entropy only
 // needs this, not the softmax itself.
