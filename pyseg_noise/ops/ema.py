@@ -7,6 +7,7 @@ step (the warm-up schedule) recompiles nothing.
 from __future__ import annotations
 
 import numbers
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -25,7 +26,7 @@ if HAS_CPU_EXTENSION:
         return None
 
 
-def _check_pairs(op: str, ema_tensors, tensors) -> None:
+def _check_lists(op: str, ema_tensors, tensors) -> None:
     for name, seq in (("ema_tensors", ema_tensors), ("tensors", tensors)):
         if isinstance(seq, Tensor) or not isinstance(seq, (list, tuple)):
             raise TypeError(f"{op}: {name} must be a list or tuple of tensors, got {type(seq).__name__}")
@@ -34,6 +35,10 @@ def _check_pairs(op: str, ema_tensors, tensors) -> None:
             f"{op}: ema_tensors has {len(ema_tensors)} tensors but tensors has {len(tensors)}; "
             "they must pair up one to one"
         )
+
+
+def _check_pairs(op: str, ema_tensors, tensors) -> None:
+    """Every pair: tensors, floating, same shape, one device (a few microseconds per pair)."""
     for i, (e, t) in enumerate(zip(ema_tensors, tensors)):
         checks.check_tensor(op, f"ema_tensors[{i}]", e)
         checks.check_tensor(op, f"tensors[{i}]", t)
@@ -56,6 +61,19 @@ def _check_pairs(op: str, ema_tensors, tensors) -> None:
                 f"{op}: ema_tensors[{i}] is on '{e.device}' but ema_tensors[0] is on '{ema_tensors[0].device}'; "
                 "put all of them on one device"
             )
+
+
+_is_cpu = operator.attrgetter("is_cpu")
+
+
+def _all_on_cpu(ema_tensors, tensors) -> bool:
+    """Whether both lists are non-empty and hold only CPU tensors (one attribute read each)."""
+    if not ema_tensors:
+        return False
+    try:
+        return all(map(_is_cpu, ema_tensors)) and all(map(_is_cpu, tensors))
+    except AttributeError:  # not a tensor: the full checks name it
+        return False
 
 
 def _decay_tensor(op: str, decay, device: Optional[torch.device] = None) -> Tensor:
@@ -112,11 +130,30 @@ def ema_update_(
         >>> ema_update_(list(teacher.parameters()), list(student.parameters()), 0.99)
     """
     op = "ema_update_"
+    _check_lists(op, ema_tensors, tensors)
+    ema_tensors, tensors = list(ema_tensors), list(tensors)
+    if (
+        backend in (None, "cpu")
+        and HAS_CPU_EXTENSION
+        and not torch.compiler.is_compiling()  # traced once: the full checks cost nothing per step
+        and _all_on_cpu(ema_tensors, tensors)
+    ):
+        # The C++ op checks every pair itself (floating, same shape), before it
+        # changes anything: the per-pair Python checks (a few microseconds each,
+        # as much as updating a small model's whole list) run only when it
+        # refuses, to raise the error every backend raises, in the same order.
+        try:
+            decay_t = _decay_tensor(op, decay, ema_tensors[0].device)
+            with torch.no_grad():
+                torch.ops.pyseg_noise.ema_update_(ema_tensors, tensors, decay_t)
+        except (RuntimeError, TypeError, ValueError):
+            _check_pairs(op, ema_tensors, tensors)
+            raise
+        return
     _check_pairs(op, ema_tensors, tensors)
     decay_t = _decay_tensor(op, decay, ema_tensors[0].device if len(ema_tensors) else None)
     if len(ema_tensors) == 0:
         return
-    ema_tensors, tensors = list(ema_tensors), list(tensors)
     which = resolve_backend(op, ema_tensors, backend)
     with torch.no_grad():
         if which == "reference":
