@@ -6,21 +6,24 @@
 // convolution become one 1-D pass per smoothed axis. Seen from the last
 // (outermost) smoothed axis, the map is [outer, L, inner] and each row (o, l)
 // is a contiguous run of `inner` voxels that holds whole lines of every other
-// smoothed axis. So two parallel regions suffice:
-//
-//   1. per row: read both streams' logits (and for tsman_loss the labels),
-//      form d (and the summed cross-entropy ce, stored), then run the passes
-//      along the inner smoothed axes in thread-local buffers (d never leaves
-//      the cache) and store the partly smoothed row (the math type);
-//   2. the pass along the last axis, clamped to [0, 1], written in the
-//      output dtype; for tsman_loss it also forms loss_v = att_v * ce_v (the
-//      attention as stored), stores it for reduction="none", and sums it per
-//      row.
+// smoothed axis. So one parallel region over these rows suffices: a thread
+// walks its rows in order and, for each input row it needs, reads both
+// streams' logits (and for tsman_loss the labels), forms d (and the summed
+// cross-entropy ce) and runs the passes along the inner smoothed axes in
+// thread-local buffers; it keeps the last kernel_size such rows (and their
+// ce) in a ring and emits each output row from it: the pass along the last
+// axis, clamped to [0, 1], written in the output dtype, and for tsman_loss
+// loss_v = att_v * ce_v (the attention as stored), stored for
+// reduction="none" and summed per row. A thread's range that starts inside a
+// line recomputes the kernel_size / 2 rows before it. Neither d, the partly
+// smoothed map nor ce reaches memory: per voxel the forward reads 2Ce (+ e_t)
+// and writes e (+ e), the minimum. (When the last smoothed axis is the
+// contiguous one, runs are single voxels: then the partly smoothed map and ce
+// go through memory and a second region does the last pass.)
 //
 // Every value is computed by one thread in a fixed order and the loss is
 // summed per row, rows in a fixed order: nothing depends on the number of
-// threads. DRAM traffic per voxel: 2Ce (+ e_t + 4 for ce) + 4 + 4, then
-// 4 (+ 4) + e (+ e): the logits are read once.
+// threads.
 #include <torch/library.h>
 
 #include "tsman_terms.h"
@@ -110,9 +113,9 @@ void smooth_rows(const T* src, Out* dst, const AxisView& v, const std::vector<T>
   }
 }
 
-// Region 1 for the voxels [n0, n0 + cnt) of item b: d (0 or 1, as T) into
-// dloc (written in whole vectors: lanes past cnt are 0) and, with a reader,
-// the summed cross-entropy of both streams into ce.
+// For the voxels [n0, n0 + cnt) of item b: d (0 or 1, as T) into dloc
+// (written in whole vectors: lanes past cnt are 0) and, with a reader, the
+// summed cross-entropy of both streams into ce[0, cnt).
 template <typename scalar_t, int kC>
 inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_t* logits_b,
                       const TargetReader* reader, int64_t b, int64_t n0, int64_t cnt, at::opmath_type<scalar_t>* dloc,
@@ -133,7 +136,7 @@ inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_
         Vec ce_a, ce_b;
         stream_argmax_ce<kC, T>(pa + j, g.N, g.C, n, tv, ia, ce_a);
         stream_argmax_ce<kC, T>(pb + j, g.N, g.C, n, tv, ib, ce_b);
-        store_vec(ce + b * g.N + n0 + j, ce_a + ce_b, n);
+        store_vec(ce + j, ce_a + ce_b, n);
       } else {
         ia = stream_argmax<kC, T>(pa + j, g.N, g.C, n);
         ib = stream_argmax<kC, T>(pb + j, g.N, g.C, n);
@@ -167,25 +170,84 @@ void attention_kernel_impl(const Geometry& g, at::IntArrayRef spatial, const Smo
   }
   max_len = std::max(max_len, lv.L);
   const int64_t padded = (run + Vec::size() - 1) / Vec::size() * Vec::size() + Vec::size();
+  const int64_t K = static_cast<int64_t>(w.size());
 
+  // Row (o, q) of the last pass's input: d of its run, smoothed along the
+  // inner axes, into `dst` (and its ce into ce_row).
+  auto inner_row = [&](int64_t row, T* buf0, T* buf1, T* stage, T* dst, T* ce_row, int32_t* t, T* tf) {
+    const int64_t b = row / rows_per_item;
+    const int64_t n0 = (row % rows_per_item) * run;
+    row_terms<scalar_t, kC>(g, logits_a, logits_b, reader, b, n0, run, buf0, ce_row, t, tf);
+    T* src = buf0;
+    for (size_t k = 0; k < inner_views.size(); ++k) {
+      const AxisView& v = inner_views[k];
+      T* to = k + 1 == inner_views.size() ? dst : (src == buf0 ? buf1 : buf0);
+      smooth_rows<T, T>(src, to, v, w, false, 0, v.rows(), stage);
+      src = to;
+    }
+    if (inner_views.empty()) std::copy(src, src + run, dst);
+  };
+
+  if (lv.inner > 1) {
+    // One region: each thread walks its rows (o, l) in order, keeping the K
+    // input rows l - r .. l + r of the last pass (and their ce) in a ring, so
+    // neither the partly smoothed map nor ce ever reaches memory; a range
+    // that starts inside a line recomputes its r rows before the start.
+    const Vec zero(T(0)), one(T(1));
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / run), [&](int64_t begin, int64_t end) {
+      std::vector<T> ring(K * padded, T(0)), ce_ring(reader != nullptr ? K * padded : 0, T(0));
+      std::vector<T> buf0(padded), buf1(padded), stage(max_len + 2 * r + Vec::size());
+      int32_t t[kBlock];
+      T tf[kBlock];
+      int64_t have_o = -1, have_hi = -1;
+      for (int64_t id = begin; id < end; ++id) {
+        const int64_t o = id / lv.L;
+        const int64_t l = id % lv.L;
+        const int64_t lo = std::max<int64_t>(0, l - r);
+        const int64_t hi = std::min<int64_t>(lv.L - 1, l + r);
+        if (o != have_o) {  // a new line of the last axis: nothing of it in the ring yet
+          have_o = o;
+          have_hi = lo - 1;
+        }
+        for (int64_t q = std::max(have_hi + 1, lo); q <= hi; ++q) {
+          const int64_t slot = (q % K) * padded;
+          inner_row(o * lv.L + q, buf0.data(), buf1.data(), stage.data(), ring.data() + slot,
+                    reader != nullptr ? ce_ring.data() + slot : nullptr, t, tf);
+        }
+        have_hi = std::max(have_hi, hi);
+        // The output row: the Gaussian along the last axis over the ring.
+        const int64_t base = id * run;
+        const T* ce_row = reader != nullptr ? ce_ring.data() + (l % K) * padded : nullptr;
+        Vec row_loss(T(0));
+        for (int64_t i = 0; i < run; i += Vec::size()) {
+          const int64_t n = std::min<int64_t>(Vec::size(), run - i);
+          Vec acc(T(0));
+          for (int64_t q = lo; q <= hi; ++q)
+            acc = at::vec::fmadd(Vec(w[q - l + r]), Vec::loadu(ring.data() + (q % K) * padded + i), acc);
+          acc = at::vec::clamp(acc, zero, one);
+          store_vec(out + base + i, acc, n);
+          if (ce_row != nullptr) {
+            const Vec att = std::is_same_v<scalar_t, T> ? acc : load_vec<T>(out + base + i, n);
+            const Vec loss = att * load_vec<T>(ce_row + i, n);  // zero past n
+            if (epi.loss_map != nullptr) store_vec(epi.loss_map + base + i, loss, n);
+            row_loss = row_loss + loss;
+          }
+        }
+        if (epi.row_sum != nullptr) epi.row_sum[id] = static_cast<double>(vec_sum(row_loss));
+      }
+    });
+    return;
+  }
+
+  // The last smoothed axis is the contiguous one (a run is one voxel): the
+  // inner rows go to tmp (and ce) in memory, then the last pass.
   at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / run), [&](int64_t begin, int64_t end) {
     std::vector<T> buf0(padded), buf1(padded), stage(max_len + 2 * r + Vec::size());
     int32_t t[kBlock];
     T tf[kBlock];
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / rows_per_item;
-      const int64_t n0 = (row % rows_per_item) * run;
-      row_terms<scalar_t, kC>(g, logits_a, logits_b, reader, b, n0, run, buf0.data(), ce, t, tf);
-      T* src = buf0.data();
-      T* spare = buf1.data();
-      for (size_t k = 0; k < inner_views.size(); ++k) {
-        const AxisView& v = inner_views[k];
-        T* dst = k + 1 == inner_views.size() ? tmp + b * g.N + n0 : spare;
-        smooth_rows<T, T>(src, dst, v, w, false, 0, v.rows(), stage.data());
-        std::swap(src, spare);
-      }
-      if (inner_views.empty()) std::copy(src, src + run, tmp + b * g.N + n0);
-    }
+    for (int64_t row = begin; row < end; ++row)
+      inner_row(row, buf0.data(), buf1.data(), stage.data(), tmp + row * run,
+                reader != nullptr ? ce + row * run : nullptr, t, tf);
   });
   const int64_t grain = std::max<int64_t>(1, 32768 / (lv.inner * static_cast<int64_t>(w.size())));
   at::parallel_for(0, lv.rows(), grain, [&](int64_t begin, int64_t end) {
@@ -241,13 +303,17 @@ double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const a
   const at::IntArrayRef spatial = logits_a.sizes().slice(2);
   const auto math_type = logits_a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const bool with_loss = target.defined();
-  at::Tensor tmp = at::empty({g.B * g.N}, logits_a.options().dtype(math_type));
-  at::Tensor ce;
+  // Maps between the two regions, needed only when the last smoothed axis is
+  // the contiguous one (runs of one voxel); else the partly smoothed rows and
+  // ce stay in per-thread rings.
+  const bool two_regions = axis_view(g.B, spatial, plan.axes.back()).inner == 1;
+  at::Tensor tmp, ce;
+  if (two_regions) tmp = at::empty({g.B * g.N}, logits_a.options().dtype(math_type));
+  if (two_regions && with_loss) ce = at::empty({g.B * g.N}, logits_a.options().dtype(math_type));
   std::vector<double> row_sum;
   TargetCheck check;
   TargetReader reader{};
   if (with_loss) {
-    ce = at::empty({g.B * g.N}, logits_a.options().dtype(math_type));
     row_sum.assign(axis_view(g.B, spatial, plan.axes.back()).rows(), 0.0);
     reader = check.reader(target, g.C);
   }
@@ -255,14 +321,15 @@ double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const a
     using T = at::opmath_type<scalar_t>;
     LossEpilogue<scalar_t, T> epi;
     if (with_loss) {
-      epi.ce = ce.const_data_ptr<T>();
+      if (two_regions) epi.ce = ce.const_data_ptr<T>();
       epi.row_sum = row_sum.data();
       if (loss_map.defined()) epi.loss_map = loss_map.mutable_data_ptr<scalar_t>();
     }
     dispatch_classes(g.C, [&](auto kC) {
       attention_kernel_impl<scalar_t, decltype(kC)::value>(
           g, spatial, plan, logits_a.const_data_ptr<scalar_t>(), logits_b.const_data_ptr<scalar_t>(),
-          with_loss ? &reader : nullptr, with_loss ? ce.mutable_data_ptr<T>() : nullptr, tmp.mutable_data_ptr<T>(),
+          with_loss ? &reader : nullptr, ce.defined() ? ce.mutable_data_ptr<T>() : nullptr,
+          tmp.defined() ? tmp.mutable_data_ptr<T>() : nullptr,
           out.mutable_data_ptr<scalar_t>(), epi);
     });
   });
