@@ -70,11 +70,13 @@ class VNet(nn.Module):
 
     **Dropout and the mean teacher.** As usual, dropout is on in ``train()``
     mode and off in ``eval()`` mode. ``forward(x, dropout=True)`` forces it on
-    whatever the mode, which is what PINT's teacher needs for its M perturbed
-    passes while keeping batch norm on its running statistics
-    (``teacher.eval(); teacher(x + noise, dropout=True)``); calling the teacher
-    in ``train()`` mode also works but then batch norm uses the batch's
-    statistics. ``dropout=False`` forces it off.
+    whatever the mode: a teacher in ``eval()`` mode can run perturbed passes
+    with dropout on and batch norm on its running statistics
+    (``teacher.eval(); teacher(x + noise, dropout=True)``). PINT's trainer by
+    default calls the teacher in ``train()`` mode instead (batch norm on the
+    perturbed batch's statistics: with running statistics the teacher collapsed
+    to background at small scale; ``teacher_batchnorm`` in
+    ``pyseg_noise.training.pint`` chooses). ``dropout=False`` forces it off.
 
     With ``n_filters=16, in_channels=1, n_classes=2`` the network has
     9,448,866 parameters.
