@@ -19,6 +19,18 @@ from typing import Any, Dict, Optional, Tuple
 __all__ = ["Scale", "SCALES", "default_scale", "TSMANScale", "TSMAN_SCALES", "tsman_base_iterations"]
 
 
+def _budget_overrides(scale, checkpoint_cap: int) -> Dict[str, Any]:
+    """The training-config values every scale sets: iterations, batch, crop, strides, logging cadence."""
+    return {
+        "iterations": scale.iterations,
+        "batch_size": scale.batch_size,
+        "val_stride": list(scale.val_stride),
+        "checkpoint_every": max(1, min(checkpoint_cap, scale.iterations // 4)),
+        "log_every": max(1, min(20, scale.iterations // 50)),
+        "data": {"crop_size": list(scale.crop_size), "cache": scale.cache, "num_workers": scale.num_workers},
+    }
+
+
 @dataclass(frozen=True)
 class Scale:
     """One reproduction size.
@@ -61,16 +73,10 @@ class Scale:
 
     def config_overrides(self) -> Dict[str, Any]:
         """The training-config values of this scale (merged over the paper defaults)."""
-        return {
-            "iterations": self.iterations,
-            "batch_size": self.batch_size,
-            "val_stride": list(self.val_stride),
-            "checkpoint_every": max(1, min(500, self.iterations // 4)),
-            "log_every": max(1, min(20, self.iterations // 50)),
-            "data": {"crop_size": list(self.crop_size), "cache": self.cache, "num_workers": self.num_workers},
-            "model": {"n_filters": self.n_filters},
-            "optim": {"lr": self.lr, "lr_step": self.lr_step},
-        }
+        overrides = _budget_overrides(self, checkpoint_cap=500)
+        overrides["model"] = {"n_filters": self.n_filters}
+        overrides["optim"] = {"lr": self.lr, "lr_step": self.lr_step}
+        return overrides
 
     def method_overrides(self, method: str) -> Dict[str, Any]:
         """Per-method option values of this scale (PINT's phase-2 length and learning rate)."""
@@ -180,16 +186,10 @@ class TSMANScale:
 
     def config_overrides(self) -> Dict[str, Any]:
         """The training-config values of this scale (merged over the library defaults, which are PINT's)."""
-        return {
-            "iterations": self.iterations,
-            "batch_size": self.batch_size,
-            "val_stride": list(self.val_stride),
-            "checkpoint_every": max(1, min(1000, self.iterations // 4)),
-            "log_every": max(1, min(20, self.iterations // 50)),
-            "data": {"crop_size": list(self.crop_size), "cache": self.cache, "num_workers": self.num_workers},
-            "optim": {"name": "sgd", "lr": self.lr, "momentum": 0.9, "weight_decay": 5e-4, "lr_policy": "poly",
-                      "poly_power": 0.9},
-        }
+        overrides = _budget_overrides(self, checkpoint_cap=1000)
+        overrides["optim"] = {"name": "sgd", "lr": self.lr, "momentum": 0.9, "weight_decay": 5e-4,
+                              "lr_policy": "poly", "poly_power": 0.9}
+        return overrides
 
     def method_overrides(self) -> Dict[str, Any]:
         """TSMAN's network sizes of this scale (the attention switches are set per Table 2 row)."""
