@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "synthetic dataset; the output says which scale and data it ran on.")
     p.add_argument("paper", nargs="?", default="pint", metavar="PAPER", help="which paper's tables: pint or tsman")
     p.add_argument("--scale", choices=["smoke", "cpu", "paper"], default=None,
-                   help="budget: paper = the papers' settings (GPU); cpu = ~18 min (pint) or ~25 min (tsman) on 2 "
+                   help="budget: paper = the papers' settings (GPU); cpu = ~18 min (pint) or ~35 min (tsman) on 2 "
                         "cores; smoke = a minute or two (default: paper with a GPU, else cpu)")
     p.add_argument("--data", help="LA .h5 or nnU-Net folder with train and test splits (default: synthetic)")
     p.add_argument("--out", default=None, help="output folder (default: PAPER_reproduction)")

@@ -147,9 +147,10 @@ class TSMANScale:
     0.085 CPU-s. The reproduction trains 3 x (86 + 129 + 171) base-model
     iterations (three labelled fractions) and 5 x 300 for Table 2 (~2660
     steps), and distils 14 unlabelled 64x64x48 cases with 3 models x 12
-    transforms x 8 windows: ~28 + 6 minutes on one thread, roughly 20-25
-    minutes with both cores of an idle machine (an estimate: the full ``cpu``
-    scale has not been run on an idle machine). A 300-step plain-CE run on
+    transforms x 8 windows: ~28 + 6 minutes on one thread. Measured on
+    2 cores: one labelled fraction (3 base runs + distillation) takes ~6.5
+    minutes, so the whole scale ~35 minutes (2026-12-03, base runs 47/64/86 s,
+    distillation 169 s). A 300-step plain-CE run on
     clean labels reached Dice 0.68 on the 10 test cases; the smoke sizes
     were still all background after 120 steps.
 
