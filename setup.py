@@ -5,10 +5,13 @@ would make pip fetch a fresh torch (a multi-GB CUDA build) and compile the
 extension against it, which then fails to load beside the torch you run.
 
 Environment:
-    PYSEG_NOISE_CPU_CAPABILITY  ``avx2`` | ``default``. The CPU kernels use
-        ``at::vec::Vectorized``; by default they are compiled for AVX2+FMA when
-        the build machine has it (like ``-march=native``: the build runs where
-        the package is used). Set ``default`` for a portable build.
+    PYSEG_NOISE_CPU_CAPABILITY  ``avx512`` | ``avx2`` | ``default``. The CPU
+        kernels use ``at::vec::Vectorized``; by default they are compiled for the
+        widest SIMD that both the build machine and torch's own CPU dispatch use
+        (torch.backends.cpu.get_cpu_capability(): AVX512 -> 16 float lanes,
+        AVX2 -> 8), like ``-march=native``: the build runs where the package is
+        used. Set ``avx2`` or ``default`` for a build that also loads on older
+        CPUs. ``pyseg_noise.cpu_capability()`` says which one was built.
     PYSEG_NOISE_NO_EXTENSION=1  skip the extension (pure-Python install; ops
         fall back to the eager reference with a warning).
     PYSEG_NOISE_DEBUG=1  -O0 -g, for sanitizer builds.
@@ -30,16 +33,26 @@ except ImportError as exc:  # pragma: no cover - build-time message
     ) from exc
 
 
+_CAPABILITIES = ("avx512", "avx2", "default")
+
+
 def _cpu_capability():
     choice = os.environ.get("PYSEG_NOISE_CPU_CAPABILITY", "").lower()
-    if choice in ("avx2", "default"):
+    if choice:
+        if choice not in _CAPABILITIES:
+            raise SystemExit(
+                f"PYSEG_NOISE_CPU_CAPABILITY must be one of {', '.join(_CAPABILITIES)}, got {choice!r}"
+            )
         return choice
     if platform.machine().lower() in ("x86_64", "amd64"):
         try:
-            if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-                return "avx2"
+            torch_capability = torch.backends.cpu.get_cpu_capability()
         except Exception:
-            pass
+            torch_capability = ""
+        if torch_capability == "AVX512":
+            return "avx512"
+        if torch_capability == "AVX2":
+            return "avx2"
     return "default"
 
 
@@ -49,7 +62,11 @@ def _extensions():
     debug = os.environ.get("PYSEG_NOISE_DEBUG") == "1"
     cxx = ["-std=c++17", "-fopenmp", "-g0" if not debug else "-g"]
     cxx += ["-O0"] if debug else ["-O3"]
-    if _cpu_capability() == "avx2":
+    capability = _cpu_capability()
+    if capability == "avx512":
+        cxx += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c", "-mbmi2",
+                "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"]
+    elif capability == "avx2":
         cxx += ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
     else:
         cxx += ["-DCPU_CAPABILITY=DEFAULT"]

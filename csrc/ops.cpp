@@ -7,11 +7,20 @@
 
 extern "C" {
 // Importing pyseg_noise._C loads this library, which runs the registrations
-// below. The module itself exposes nothing.
+// below. The module itself exposes only CPU_CAPABILITY.
+#define PYSEG_NOISE_STR2(x) #x
+#define PYSEG_NOISE_STR(x) PYSEG_NOISE_STR2(x)
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C", "pyseg_noise C++ ops (registered with torch.library)", -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  // The SIMD level the kernels were compiled for (setup.py): AVX512, AVX2 or DEFAULT.
+  if (module != nullptr &&
+      PyModule_AddStringConstant(module, "CPU_CAPABILITY", PYSEG_NOISE_STR(CPU_CAPABILITY)) != 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 
@@ -31,6 +40,13 @@ TORCH_LIBRARY(pyseg_noise, m) {
   m.def(
       "pint_pixel_loss_backward(Tensor grad, Tensor logits, Tensor target, Tensor teacher_prob, "
       "bool hard, bool normalize_entropy, str reduction) -> Tensor");
+
+  // SPEC 2 for training: the loss and, from the same pass, its gradient for
+  // a unit upstream gradient (reduction's 1/N included; per voxel for "none").
+  // The autograd wrapper then only scales it in its backward.
+  m.def(
+      "pint_pixel_loss_with_grad(Tensor logits, Tensor target, Tensor teacher_prob, bool hard, "
+      "bool normalize_entropy, str reduction) -> (Tensor loss, Tensor grad_logits)");
 
   // SPEC 3. entropy[B, *S] -> U[B, n_slices]; slice_dim indexes the spatial axes.
   m.def("slice_uncertainty(Tensor entropy, int slice_dim) -> Tensor");

@@ -4,6 +4,7 @@
 // writes the gradient, so nothing voxel-sized is saved between them.
 #include <torch/library.h>
 
+#include "pint_fixed.h"
 #include "pint_terms.h"
 
 namespace pyseg_noise {
@@ -97,10 +98,12 @@ void pint_pixel_loss_backward_kernel_impl(const Geometry& g, const scalar_t* log
 
 }  // namespace
 
-at::Tensor pint_pixel_loss_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
-                               const at::Tensor& teacher_prob_in, bool hard, bool normalize_entropy,
-                               c10::string_view reduction) {
-  const char* op = "pint_pixel_loss";
+// Forward, optionally with the gradient for a unit upstream gradient.
+std::tuple<at::Tensor, at::Tensor> pint_pixel_loss_impl(const char* op, const at::Tensor& logits_in,
+                                                        const at::Tensor& target_in,
+                                                        const at::Tensor& teacher_prob_in, bool hard,
+                                                        bool normalize_entropy, c10::string_view reduction,
+                                                        bool with_grad) {
   check_pint_args(op, logits_in, target_in, teacher_prob_in);
   const Reduction red = parse_reduction(op, reduction);
   const at::Tensor logits = logits_in.contiguous();
@@ -108,22 +111,54 @@ at::Tensor pint_pixel_loss_cpu(const at::Tensor& logits_in, const at::Tensor& ta
   const at::Tensor prob = teacher_prob_in.to(logits.scalar_type()).contiguous();
   const Geometry g = geometry_of(logits);
   std::vector<double> partial(g.n_chunks(), 0.0);
-  at::Tensor loss_map;
+  at::Tensor loss_map, grad_logits;
   if (red == Reduction::None) loss_map = at::empty(target.sizes(), logits.options());
+  if (with_grad) grad_logits = at::empty(logits.sizes(), logits.options());
   TargetCheck check;
   std::atomic<bool> nan_prob{false};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "pyseg_noise_cpu", [&] {
-    pint_pixel_loss_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
-                                          check, target, hard, normalize_entropy, red == Reduction::None,
-                                          red == Reduction::None ? loss_map.mutable_data_ptr<scalar_t>() : nullptr,
-                                          partial, nan_prob);
+    const TargetReader reader = check.reader(target, g.C);
+    PixelPass<scalar_t> job;
+    job.normalize = normalize_entropy;
+    if (red == Reduction::None) job.loss_map = loss_map.mutable_data_ptr<scalar_t>();
+    else job.partial = &partial;
+    job.nan_prob = &nan_prob;
+    if (with_grad) {
+      job.grad_logits = grad_logits.mutable_data_ptr<scalar_t>();
+      job.grad_scalar = red == Reduction::Mean ? 1.0 / static_cast<double>(g.B * g.N) : 1.0;
+    }
+    const bool done =
+        pint_pixel_pass(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(), reader, hard, job);
+    if (!done) {
+      pint_pixel_loss_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
+                                            check, target, hard, normalize_entropy, red == Reduction::None,
+                                            job.loss_map, partial, nan_prob);
+      if (with_grad)
+        pint_pixel_loss_backward_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                       prob.const_data_ptr<scalar_t>(), check, target, hard,
+                                                       normalize_entropy, nullptr, job.grad_scalar,
+                                                       job.grad_logits);
+    }
   });
   check.raise_if_bad(op, g.C);
   TORCH_CHECK_VALUE(!nan_prob.load(), op, ": teacher_prob contains NaN");
-  if (red == Reduction::None) return loss_map;
+  if (red == Reduction::None) return {loss_map, grad_logits};
   double total = ordered_sum(partial);
   if (red == Reduction::Mean) total /= static_cast<double>(g.B * g.N);
-  return at::scalar_tensor(total, logits.options());
+  return {at::scalar_tensor(total, logits.options()), grad_logits};
+}
+
+at::Tensor pint_pixel_loss_cpu(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& teacher_prob,
+                               bool hard, bool normalize_entropy, c10::string_view reduction) {
+  return std::get<0>(
+      pint_pixel_loss_impl("pint_pixel_loss", logits, target, teacher_prob, hard, normalize_entropy, reduction, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> pint_pixel_loss_with_grad_cpu(const at::Tensor& logits, const at::Tensor& target,
+                                                                 const at::Tensor& teacher_prob, bool hard,
+                                                                 bool normalize_entropy, c10::string_view reduction) {
+  return pint_pixel_loss_impl("pint_pixel_loss_with_grad", logits, target, teacher_prob, hard, normalize_entropy,
+                              reduction, true);
 }
 
 at::Tensor pint_pixel_loss_backward_cpu(const at::Tensor& grad_in, const at::Tensor& logits_in,
@@ -151,10 +186,18 @@ at::Tensor pint_pixel_loss_backward_cpu(const at::Tensor& grad_in, const at::Ten
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
   TargetCheck check;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "pyseg_noise_cpu", [&] {
-    pint_pixel_loss_backward_kernel_impl<scalar_t>(
-        g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(), check, target, hard,
-        normalize_entropy, red == Reduction::None ? grad_map.const_data_ptr<scalar_t>() : nullptr, grad_scalar,
-        grad_logits.mutable_data_ptr<scalar_t>());
+    const scalar_t* gm = red == Reduction::None ? grad_map.const_data_ptr<scalar_t>() : nullptr;
+    PixelPass<scalar_t> job;
+    job.normalize = normalize_entropy;
+    job.grad_logits = grad_logits.mutable_data_ptr<scalar_t>();
+    job.grad_map = gm;
+    job.grad_scalar = grad_scalar;
+    const bool done = pint_pixel_pass(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
+                                      check.reader(target, g.C), hard, job);
+    if (!done)
+      pint_pixel_loss_backward_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                     prob.const_data_ptr<scalar_t>(), check, target, hard,
+                                                     normalize_entropy, gm, grad_scalar, job.grad_logits);
   });
   check.raise_if_bad(op, g.C);
   return grad_logits;
@@ -163,6 +206,7 @@ at::Tensor pint_pixel_loss_backward_cpu(const at::Tensor& grad_in, const at::Ten
 TORCH_LIBRARY_IMPL(pyseg_noise, CPU, m) {
   m.impl("pint_pixel_loss", &pint_pixel_loss_cpu);
   m.impl("pint_pixel_loss_backward", &pint_pixel_loss_backward_cpu);
+  m.impl("pint_pixel_loss_with_grad", &pint_pixel_loss_with_grad_cpu);
 }
 
 }  // namespace cpu

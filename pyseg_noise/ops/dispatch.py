@@ -32,6 +32,13 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 _warned_fallback = False
 
 
+def cpu_capability() -> Optional[str]:
+    """The SIMD level pyseg_noise._C was compiled for ("AVX512", "AVX2", "DEFAULT"), None without it."""
+    if not HAS_CPU_EXTENSION:
+        return None
+    return getattr(_C, "CPU_CAPABILITY", None)
+
+
 def _triton_impls() -> dict:
     try:
         from pyseg_noise.kernels import IMPLS

@@ -52,6 +52,50 @@ def _pixel_backward(ctx, grad):
     return grad_logits, None, None, None, None, None
 
 
+class _PixelLossGradInForward(torch.autograd.Function):
+    """``pint_pixel_loss`` for training on the C++ backend: the forward computes the
+    gradient in the same pass as the loss (for a unit upstream gradient), so the
+    backward only scales it — in place, and not at all for the usual upstream
+    gradient of 1. One pass over the inputs per step instead of two, and the only
+    voxel-sized memory held between forward and backward is the gradient the
+    backward returns anyway.
+
+    A second backward through a retained graph recomputes the gradient with the
+    backward op (the first one consumed the precomputed buffer).
+    """
+
+    @staticmethod
+    def forward(logits, target, teacher_prob, hard, normalize_entropy, reduction):
+        return torch.ops.pyseg_noise.pint_pixel_loss_with_grad(
+            logits, target, teacher_prob, hard, normalize_entropy, reduction
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, target, teacher_prob, hard, normalize_entropy, reduction = inputs
+        ctx.save_for_backward(logits, target, teacher_prob)
+        ctx.args = (hard, normalize_entropy, reduction)
+        ctx.mark_non_differentiable(output[1])
+        ctx.grad_logits = output[1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad, _grad_of_grad_output):
+        hard, normalize_entropy, reduction = ctx.args
+        grad_logits = ctx.grad_logits
+        ctx.grad_logits = None
+        if grad_logits is None:
+            logits, target, teacher_prob = ctx.saved_tensors
+            grad_logits = torch.ops.pyseg_noise.pint_pixel_loss_backward(
+                grad, logits, target, teacher_prob, hard, normalize_entropy, reduction
+            )
+        elif reduction == "none":
+            grad_logits.mul_(grad.unsqueeze(1))
+        elif grad.item() != 1.0:
+            grad_logits.mul_(grad)
+        return grad_logits, None, None, None, None, None
+
+
 def _image_setup_context(ctx, inputs, output):
     logits, target, teacher_prob, hard, normalize_entropy, slice_dim, reduction = inputs
     ctx.save_for_backward(logits, target, teacher_prob, output[1])
@@ -90,6 +134,11 @@ if HAS_CPU_EXTENSION:
     @torch.library.register_fake("pyseg_noise::pint_pixel_loss_backward")
     def _(grad, logits, target, teacher_prob, hard, normalize_entropy, reduction):
         return logits.new_empty(logits.shape)
+
+    @torch.library.register_fake("pyseg_noise::pint_pixel_loss_with_grad")
+    def _(logits, target, teacher_prob, hard, normalize_entropy, reduction):
+        loss = _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
+        return loss, logits.new_empty(logits.shape)
 
     @torch.library.register_fake("pyseg_noise::slice_uncertainty")
     def _(entropy, slice_dim):
@@ -265,8 +314,11 @@ def pint_pixel_loss(
             logits, target, teacher_prob, pseudo_label=pseudo_label, reduction=reduction,
             normalize_entropy=normalize_entropy,
         )
+    args = (logits, target, teacher_prob, pseudo_label == "hard", bool(normalize_entropy), reduction)
+    if which == "cpu" and logits.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return _PixelLossGradInForward.apply(*args)[0]
     run = op_runner(op, which, _pixel_setup_context, _pixel_backward)
-    return run(logits, target, teacher_prob, pseudo_label == "hard", bool(normalize_entropy), reduction)
+    return run(*args)
 
 
 def slice_uncertainty(entropy: Tensor, *, slice_dim: int = -1, backend: Optional[str] = None) -> Tensor:

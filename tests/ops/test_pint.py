@@ -357,3 +357,81 @@ def test_extreme_logits_and_probabilities(backend):
         rp, ru = reference.teacher_uncertainty(logits.to(dtype).double().unsqueeze(0))
         torch.testing.assert_close(p.double(), rp, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(u.double(), ru, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------- gradient computed in the forward
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("pseudo", ["soft", "hard"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("C", [2, 3, 4, 5])
+def test_with_grad_op_matches_backward_op(C, reduction, pseudo):
+    """pint_pixel_loss_with_grad's loss is pint_pixel_loss's, its gradient the backward op's for
+    a unit upstream gradient (C = 2..4 take the register path, 5 the block path)."""
+    logits, target, prob = make_inputs((2, C, 7, 5, 9), torch.float32, "cpu", seed=20 + C)
+    P = torch.ops.pyseg_noise
+    hard = pseudo == "hard"
+    loss, grad = P.pint_pixel_loss_with_grad(logits, target, prob, hard, C == 3, reduction)
+    expected_loss = P.pint_pixel_loss(logits, target, prob, hard, C == 3, reduction)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-7)
+    ones = torch.ones_like(expected_loss)
+    expected_grad = P.pint_pixel_loss_backward(ones, logits, target, prob, hard, C == 3, reduction)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-9)
+    # and against the float64 reference
+    xr = logits.double().requires_grad_()
+    ref = reference.pint_pixel_loss(xr, target, prob.double(), pseudo_label=pseudo, reduction=reduction,
+                                    normalize_entropy=C == 3)
+    ref.backward(torch.ones_like(ref))
+    assert_close(grad, xr.grad, torch.float32, f"grad in forward (C={C}, {reduction}, {pseudo})")
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_grad_in_forward_unit_upstream_and_retained_graph(reduction):
+    """loss.backward() (upstream 1: the precomputed gradient returned as is), then a second
+    backward through the retained graph with another upstream gradient (recomputed)."""
+    logits, target, prob = make_inputs((2, 2, 6, 7, 5), torch.float32, "cpu", seed=31)
+    x = logits.clone().requires_grad_()
+    xr = logits.double().requires_grad_()
+    loss = ops.pint_pixel_loss(x, target, prob, reduction=reduction, backend="cpu")
+    ref = reference.pint_pixel_loss(xr, target, prob.double(), reduction=reduction)
+    first = torch.ones_like(ref)
+    second = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (g1,) = torch.autograd.grad(loss, x, first.float(), retain_graph=True)
+    (r1,) = torch.autograd.grad(ref, xr, first, retain_graph=True)
+    assert_close(g1, r1, torch.float32, "first backward")
+    (g2,) = torch.autograd.grad(loss, x, second.float())
+    (r2,) = torch.autograd.grad(ref, xr, second)
+    assert_close(g2, r2, torch.float32, "second backward (retained graph)")
+    # the first gradient was not changed by the second backward
+    assert_close(g1, r1, torch.float32, "first backward after the second")
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+def test_grad_in_forward_refuses_double_backward_and_skips_without_grad():
+    logits, target, prob = make_inputs((1, 2, 4, 5, 3), torch.float32, "cpu", seed=32)
+    x = logits.clone().requires_grad_()
+    loss = ops.pint_pixel_loss(x, target, prob, backend="cpu")
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|differentiable"):
+        g.sum().backward()
+    with torch.no_grad():
+        plain = ops.pint_pixel_loss(x, target, prob, backend="cpu")
+    assert plain.grad_fn is None
+    torch.testing.assert_close(plain, loss.detach())
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+def test_opcheck_with_grad_op():
+    logits, target, prob = make_inputs((2, 3, 5, 4, 3), torch.float32, "cpu", seed=33)
+    for reduction in REDUCTIONS:
+        torch.library.opcheck(torch.ops.pyseg_noise.pint_pixel_loss_with_grad.default,
+                              (logits, target, prob, False, False, reduction))
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+def test_cpu_capability_reports_the_build():
+    import pyseg_noise
+
+    assert pyseg_noise.cpu_capability() in ("AVX512", "AVX2", "DEFAULT")

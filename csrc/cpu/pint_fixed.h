@@ -1,0 +1,202 @@
+// PINT's per-voxel terms (SPEC 2) for a class count known at compile time
+// (C = 2, 3, 4: LA and most segmentation tasks). Unlike the block path of
+// pint_terms.h, which stages a block of voxels through per-class buffers and
+// makes one pass over them per term, this path keeps one SIMD vector of voxels
+// in registers from the load of its logits and teacher probabilities to the
+// store of its loss and gradient: no intermediate buffer is written or re-read,
+// and the loss, the gradient, or both come out of the same evaluation of the
+// exps and logs.
+#pragma once
+
+#include "voxel_block.h"
+
+namespace pyseg_noise {
+namespace cpu {
+
+// One vector of voxels: softmax s, pseudo label y, alpha = exp(-u), and (when
+// asked) ce and mse.
+template <int NC, typename T>
+struct PintVoxels {
+  using Vec = at::vec::Vectorized<T>;
+  Vec s[NC];
+  Vec y[NC];
+  Vec alpha, u, ce, mse;
+};
+
+template <int NC, bool HARD, typename T>
+inline void pint_voxel_terms(const at::vec::Vectorized<T> (&x)[NC], const at::vec::Vectorized<T> (&p)[NC],
+                             const at::vec::Vectorized<T>& tf, bool normalize, bool with_loss,
+                             PintVoxels<NC, T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  Vec m = x[0];
+  for (int c = 1; c < NC; ++c) m = at::vec::maximum(m, x[c]);
+  Vec z = Vec(T(0));
+  for (int c = 0; c < NC; ++c) {
+    v.s[c] = vexp(x[c] - m);
+    z = z + v.s[c];
+  }
+  const Vec inv = Vec(T(1)) / z;
+  for (int c = 0; c < NC; ++c) v.s[c] = v.s[c] * inv;
+  // u = -sum_c p_c log p_c, 0 log 0 = 0, NaN propagated.
+  const Vec tiny(std::numeric_limits<T>::min());
+  Vec u = Vec(T(0));
+  for (int c = 0; c < NC; ++c) u = u - p[c] * vlog(at::vec::maximum(p[c], tiny));
+  if (normalize) u = u * Vec(T(1) / std::log(static_cast<T>(NC)));
+  v.u = u;
+  v.alpha = vexp(Vec(T(0)) - u);
+  if constexpr (HARD) {
+    Vec best = p[0];
+    Vec idx = Vec(T(0));
+    for (int c = 1; c < NC; ++c) {
+      const Vec gt = p[c] > best;  // strict: ties keep the lower class
+      best = Vec::blendv(best, p[c], gt);
+      idx = Vec::blendv(idx, Vec(T(c)), gt);
+    }
+    for (int c = 0; c < NC; ++c) v.y[c] = Vec::blendv(Vec(T(0)), Vec(T(1)), idx == Vec(T(c)));
+  } else {
+    for (int c = 0; c < NC; ++c) v.y[c] = p[c];
+  }
+  if (!with_loss) return;
+  Vec xt = Vec(T(0));
+  for (int c = 0; c < NC; ++c) xt = Vec::blendv(xt, x[c], tf == Vec(T(c)));
+  v.ce = m + vlog(z) - xt;
+  Vec acc = Vec(T(0));
+  for (int c = 0; c < NC; ++c) {
+    const Vec d = v.s[c] - v.y[c];
+    acc = at::vec::fmadd(d, d, acc);
+  }
+  v.mse = acc * Vec(T(1) / static_cast<T>(NC));
+}
+
+// Gradient of w_ce * ce + w_mse_half_c * (C/2) * mse with respect to the logits:
+//   g_k = w_ce (s_k - [k == t]) + w2 s_k ((s_k - y_k) - sum_c (s_c - y_c) s_c),
+// with w2 = (2/C) w_mse.
+template <int NC, typename T>
+inline void pint_voxel_grad(const PintVoxels<NC, T>& v, const at::vec::Vectorized<T>& tf,
+                            const at::vec::Vectorized<T>& w_ce, const at::vec::Vectorized<T>& w2,
+                            at::vec::Vectorized<T> (&g)[NC]) {
+  using Vec = at::vec::Vectorized<T>;
+  Vec dot = Vec(T(0));
+  for (int c = 0; c < NC; ++c) dot = at::vec::fmadd(v.s[c] - v.y[c], v.s[c], dot);
+  for (int c = 0; c < NC; ++c) {
+    const Vec onehot = Vec::blendv(Vec(T(0)), Vec(T(1)), tf == Vec(T(c)));
+    const Vec dmse = v.s[c] * (v.s[c] - v.y[c] - dot);
+    g[c] = at::vec::fmadd(w_ce, v.s[c] - onehot, w2 * dmse);
+  }
+}
+
+// What one pass of the fixed-C pixel kernel produces.
+template <typename scalar_t>
+struct PixelPass {
+  bool normalize = false;
+  // Loss: partial sums per chunk (mean/sum), or the per-voxel map.
+  std::vector<double>* partial = nullptr;
+  scalar_t* loss_map = nullptr;
+  // Gradient: written when grad_logits is set, scaled per voxel by grad_map
+  // (when set) or by grad_scalar.
+  scalar_t* grad_logits = nullptr;
+  const scalar_t* grad_map = nullptr;
+  double grad_scalar = 1.0;
+  std::atomic<bool>* nan_prob = nullptr;
+};
+
+template <int NC, bool HARD, typename scalar_t>
+void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scalar_t* prob,
+                           const TargetReader& reader, const PixelPass<scalar_t>& job) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  const bool with_loss = job.partial != nullptr || job.loss_map != nullptr;
+  const bool with_grad = job.grad_logits != nullptr;
+  const T two_over_c = T(2) / static_cast<T>(NC);
+  at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+    alignas(64) int32_t t32[kBlock];
+    alignas(64) T tf[kBlock];
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t b = chunk / g.chunks_per_item;
+      const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
+      const int64_t blk1 = std::min(blk0 + kBlocksPerChunk, g.blocks_per_item);
+      const scalar_t* xb = logits + b * NC * g.N;
+      const scalar_t* pb = prob + b * NC * g.N;
+      double chunk_sum = 0.0;
+      Vec u_sum = Vec(T(0));
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t n0 = blk * kBlock;
+        const int64_t cnt = std::min(kBlock, g.N - n0);
+        reader.load(b * g.N + n0, cnt, t32);
+        for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t32[j]);
+        for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+        Vec acc = Vec(T(0));
+        // Loads one vector of voxels (lanes real ones) and evaluates its terms.
+        auto eval = [&](int64_t j, int64_t lanes, PintVoxels<NC, T>& v, Vec& t) {
+          const int64_t n = n0 + j;
+          Vec x[NC], p[NC];
+          for (int c = 0; c < NC; ++c) {
+            x[c] = load_vec<T>(xb + c * g.N + n, lanes);
+            p[c] = load_vec<T>(pb + c * g.N + n, lanes);
+          }
+          t = Vec::loadu(tf + j);
+          pint_voxel_terms<NC, HARD, T>(x, p, t, job.normalize, with_loss, v);
+        };
+        // Writes its loss and gradient.
+        auto emit = [&](int64_t j, int64_t lanes, const PintVoxels<NC, T>& v, const Vec& t) {
+          const int64_t n = n0 + j;
+          u_sum = u_sum + v.u;
+          if (with_loss) {
+            Vec l = at::vec::fmadd(v.alpha, v.ce - v.mse, v.mse);  // alpha ce + (1 - alpha) mse
+            if (job.loss_map != nullptr) store_vec(job.loss_map + b * g.N + n, l, lanes);
+            if (lanes < W) l = Vec::set(Vec(T(0)), l, lanes);  // tail: real voxels only
+            acc = acc + l;
+          }
+          if (with_grad) {
+            const Vec scale = job.grad_map != nullptr ? load_vec<T>(job.grad_map + b * g.N + n, lanes)
+                                                      : Vec(static_cast<T>(job.grad_scalar));
+            const Vec w_ce = scale * v.alpha;
+            const Vec w2 = (scale - w_ce) * Vec(two_over_c);
+            Vec gr[NC];
+            pint_voxel_grad<NC, T>(v, t, w_ce, w2, gr);
+            scalar_t* out = job.grad_logits + b * NC * g.N + n;
+            for (int c = 0; c < NC; ++c) store_vec(out + c * g.N, gr[c], lanes);
+          }
+        };
+        int64_t j = 0;
+        for (; j < cnt; j += W) {
+          const int64_t lanes = std::min<int64_t>(W, cnt - j);
+          PintVoxels<NC, T> v;
+          Vec t;
+          eval(j, lanes, v, t);
+          emit(j, lanes, v, t);
+        }
+        chunk_sum += static_cast<double>(vec_sum(acc));
+      }
+      if (job.partial != nullptr) (*job.partial)[chunk] = chunk_sum;
+      // NaN in teacher_prob makes u NaN (padding lanes load 0 and stay finite).
+      if (job.nan_prob != nullptr && std::isnan(vec_sum(u_sum))) *job.nan_prob = true;
+    }
+  });
+}
+
+// Runs the fixed-C path when C is one of its sizes; false otherwise (the
+// caller then uses the block path).
+template <typename scalar_t>
+bool pint_pixel_pass(const Geometry& g, const scalar_t* logits, const scalar_t* prob, const TargetReader& reader,
+                     bool hard, const PixelPass<scalar_t>& job) {
+#define PYSEG_PINT_CASE(NC)                                                          \
+  case NC:                                                                           \
+    if (hard)                                                                        \
+      pint_pixel_pass_fixed<NC, true, scalar_t>(g, logits, prob, reader, job);       \
+    else                                                                             \
+      pint_pixel_pass_fixed<NC, false, scalar_t>(g, logits, prob, reader, job);      \
+    return true;
+  switch (g.C) {
+    PYSEG_PINT_CASE(2)
+    PYSEG_PINT_CASE(3)
+    PYSEG_PINT_CASE(4)
+    default:
+      return false;
+  }
+#undef PYSEG_PINT_CASE
+}
+
+}  // namespace cpu
+}  // namespace pyseg_noise
