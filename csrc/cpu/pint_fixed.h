@@ -176,6 +176,134 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
   });
 }
 
+// Per-slice sums of (u, ce, mse) for the image-level loss (SPEC 4), into
+// partial[(chunk * n_slices + slice) * 3 + {0, 1, 2}]. Within a chunk the sums
+// are kept in T and by position q = n mod P in the slicing's period
+// P = inner * n_slices (a vector of voxels then adds to q .. q + W with one
+// unaligned load/store, whatever slice each lane is in) when P is short, or
+// per slice when each vector lies in one slice; otherwise per lane.
+template <int NC, bool HARD, typename scalar_t>
+void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
+                           const TargetReader& reader, bool normalize, std::vector<double>& partial,
+                           std::atomic<bool>& nan_prob) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  constexpr int64_t kMaxPeriod = 4096;
+  const int64_t P = sl.inner * sl.n_slices;
+  const bool by_phase = P >= W && P <= kMaxPeriod;
+  at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+    alignas(64) int32_t t32[kBlock];
+    alignas(64) T tf[kBlock];
+    // by phase: 3 rows of P + W sums; otherwise 3 sums per slice.
+    std::vector<T> acc(by_phase ? 3 * (P + W) : 3 * sl.n_slices);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t b = chunk / g.chunks_per_item;
+      const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
+      const int64_t blk1 = std::min(blk0 + kBlocksPerChunk, g.blocks_per_item);
+      const scalar_t* xb = logits + b * NC * g.N;
+      const scalar_t* pb = prob + b * NC * g.N;
+      std::fill(acc.begin(), acc.end(), T(0));
+      T* au = acc.data();
+      T* ace = au + (by_phase ? P + W : sl.n_slices);
+      T* amse = ace + (by_phase ? P + W : sl.n_slices);
+      int64_t q = (blk0 * kBlock) % std::max<int64_t>(P, 1);  // phase of the next vector
+      SliceCursor cur(sl, blk0 * kBlock);                       // slice of the next voxel (other modes)
+      Vec u_sum = Vec(T(0));
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t n0 = blk * kBlock;
+        const int64_t cnt = std::min(kBlock, g.N - n0);
+        reader.load(b * g.N + n0, cnt, t32);
+        for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t32[j]);
+        for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+        for (int64_t j = 0; j < cnt; j += W) {
+          const int64_t n = n0 + j;
+          const int64_t lanes = std::min<int64_t>(W, cnt - j);
+          Vec x[NC], p[NC];
+          for (int c = 0; c < NC; ++c) {
+            x[c] = load_vec<T>(xb + c * g.N + n, lanes);
+            p[c] = load_vec<T>(pb + c * g.N + n, lanes);
+          }
+          PintVoxels<NC, T> v;
+          pint_voxel_terms<NC, HARD, T>(x, p, Vec::loadu(tf + j), normalize, /*with_loss=*/true, v);
+          Vec u = v.u, ce = v.ce, mse = v.mse;
+          if (lanes < W) {  // tail: real voxels only
+            u = Vec::set(Vec(T(0)), u, lanes);
+            ce = Vec::set(Vec(T(0)), ce, lanes);
+            mse = Vec::set(Vec(T(0)), mse, lanes);
+          }
+          u_sum = u_sum + u;
+          if (by_phase) {
+            (Vec::loadu(au + q) + u).store(au + q);
+            (Vec::loadu(ace + q) + ce).store(ace + q);
+            (Vec::loadu(amse + q) + mse).store(amse + q);
+            q += lanes;
+            if (q >= P) q -= P;
+          } else if (cur.r + lanes <= cur.inner) {  // the whole vector in one slice
+            au[cur.slice] += vec_sum(u);
+            ace[cur.slice] += vec_sum(ce);
+            amse[cur.slice] += vec_sum(mse);
+            cur.r += lanes - 1;
+            cur.next();
+          } else {
+            alignas(64) T lu[W], lce[W], lmse[W];
+            u.store(lu);
+            ce.store(lce);
+            mse.store(lmse);
+            for (int64_t l = 0; l < lanes; ++l, cur.next()) {
+              au[cur.slice] += lu[l];
+              ace[cur.slice] += lce[l];
+              amse[cur.slice] += lmse[l];
+            }
+          }
+        }
+      }
+      double* out = partial.data() + chunk * sl.n_slices * 3;
+      if (by_phase) {
+        for (int64_t k = 0; k < W; ++k) {  // adds past the period's end belong to its start
+          au[k] += au[P + k];
+          ace[k] += ace[P + k];
+          amse[k] += amse[P + k];
+        }
+        for (int64_t i = 0; i < P; ++i) {
+          double* o = out + (i / sl.inner) * 3;
+          o[0] += static_cast<double>(au[i]);
+          o[1] += static_cast<double>(ace[i]);
+          o[2] += static_cast<double>(amse[i]);
+        }
+      } else {
+        for (int64_t i = 0; i < sl.n_slices; ++i) {
+          out[i * 3] = static_cast<double>(au[i]);
+          out[i * 3 + 1] = static_cast<double>(ace[i]);
+          out[i * 3 + 2] = static_cast<double>(amse[i]);
+        }
+      }
+      if (std::isnan(vec_sum(u_sum))) nan_prob = true;
+    }
+  });
+}
+
+template <typename scalar_t>
+bool pint_image_pass(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
+                     const TargetReader& reader, bool hard, bool normalize, std::vector<double>& partial,
+                     std::atomic<bool>& nan_prob) {
+#define PYSEG_PINT_CASE(NC)                                                                                 \
+  case NC:                                                                                                  \
+    if (hard)                                                                                               \
+      pint_image_pass_fixed<NC, true, scalar_t>(g, sl, logits, prob, reader, normalize, partial, nan_prob);  \
+    else                                                                                                    \
+      pint_image_pass_fixed<NC, false, scalar_t>(g, sl, logits, prob, reader, normalize, partial, nan_prob); \
+    return true;
+  switch (g.C) {
+    PYSEG_PINT_CASE(2)
+    PYSEG_PINT_CASE(3)
+    PYSEG_PINT_CASE(4)
+    default:
+      return false;
+  }
+#undef PYSEG_PINT_CASE
+}
+
 // Runs the fixed-C path when C is one of its sizes; false otherwise (the
 // caller then uses the block path).
 template <typename scalar_t>

@@ -5,6 +5,7 @@
 // recomputes the per-voxel terms in one pass.
 #include <torch/library.h>
 
+#include "pint_fixed.h"
 #include "pint_terms.h"
 
 namespace pyseg_noise {
@@ -95,8 +96,12 @@ std::tuple<at::Tensor, at::Tensor> pint_image_loss_cpu(const at::Tensor& logits_
   TargetCheck check;
   std::atomic<bool> nan_prob{false};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "pint_image_loss", [&] {
-    pint_image_loss_kernel_impl<scalar_t>(g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
-                                          check, target, hard, normalize_entropy, partial, nan_prob);
+    const bool done = pint_image_pass(g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
+                                      check.reader(target, g.C), hard, normalize_entropy, partial, nan_prob);
+    if (!done)
+      pint_image_loss_kernel_impl<scalar_t>(g, sl, logits.const_data_ptr<scalar_t>(),
+                                            prob.const_data_ptr<scalar_t>(), check, target, hard, normalize_entropy,
+                                            partial, nan_prob);
   });
   check.raise_if_bad(op, g.C);
   TORCH_CHECK_VALUE(!nan_prob.load(), op, ": teacher_prob contains NaN");

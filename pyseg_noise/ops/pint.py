@@ -77,6 +77,9 @@ class _PixelLossGradInForward(torch.autograd.Function):
         ctx.args = (hard, normalize_entropy, reduction)
         ctx.mark_non_differentiable(output[1])
         ctx.grad_logits = output[1]
+        # Otherwise autograd hands the backward a zero-filled gradient-sized
+        # tensor for the non-differentiable second output.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -84,6 +87,8 @@ class _PixelLossGradInForward(torch.autograd.Function):
         hard, normalize_entropy, reduction = ctx.args
         grad_logits = ctx.grad_logits
         ctx.grad_logits = None
+        if grad is None:  # the loss was not used
+            return None, None, None, None, None, None
         if grad_logits is None:
             logits, target, teacher_prob = ctx.saved_tensors
             grad_logits = torch.ops.pyseg_noise.pint_pixel_loss_backward(
