@@ -23,27 +23,39 @@ struct PintVoxels {
   Vec alpha, u, ce, mse;
 };
 
-template <int NC, bool HARD, typename T>
-inline void pint_voxel_terms(const at::vec::Vectorized<T> (&x)[NC], const at::vec::Vectorized<T> (&p)[NC],
-                             const at::vec::Vectorized<T>& tf, bool normalize, bool with_loss,
-                             PintVoxels<NC, T>& v) {
+// s = softmax(x); returns m and z with logsumexp(x) = m + log z.
+template <int NC, typename T>
+inline void softmax_voxels(const at::vec::Vectorized<T> (&x)[NC], at::vec::Vectorized<T> (&s)[NC],
+                           at::vec::Vectorized<T>& m, at::vec::Vectorized<T>& z) {
   using Vec = at::vec::Vectorized<T>;
-  Vec m = x[0];
-  for (int c = 1; c < NC; ++c) m = at::vec::maximum(m, x[c]);
-  Vec z = Vec(T(0));
-  for (int c = 0; c < NC; ++c) {
-    v.s[c] = vexp(x[c] - m);
-    z = z + v.s[c];
+  if constexpr (NC == 2) {
+    // One exp: e = exp(-|x1 - x0|), s_larger = 1 / (1 + e), s_smaller = e / (1 + e).
+    const Vec d = x[1] - x[0];
+    const Vec e = vexp(Vec(T(0)) - d.abs());
+    z = Vec(T(1)) + e;
+    const Vec big = Vec(T(1)) / z;
+    const Vec small = e * big;
+    const Vec one_larger = d > Vec(T(0));
+    s[1] = Vec::blendv(small, big, one_larger);
+    s[0] = Vec::blendv(big, small, one_larger);
+    m = at::vec::maximum(x[0], x[1]);
+  } else {
+    m = x[0];
+    for (int c = 1; c < NC; ++c) m = at::vec::maximum(m, x[c]);
+    z = Vec(T(0));
+    for (int c = 0; c < NC; ++c) {
+      s[c] = vexp(x[c] - m);
+      z = z + s[c];
+    }
+    const Vec inv = Vec(T(1)) / z;
+    for (int c = 0; c < NC; ++c) s[c] = s[c] * inv;
   }
-  const Vec inv = Vec(T(1)) / z;
-  for (int c = 0; c < NC; ++c) v.s[c] = v.s[c] * inv;
-  // u = -sum_c p_c log p_c, 0 log 0 = 0, NaN propagated.
-  const Vec tiny(std::numeric_limits<T>::min());
-  Vec u = Vec(T(0));
-  for (int c = 0; c < NC; ++c) u = u - p[c] * vlog(at::vec::maximum(p[c], tiny));
-  if (normalize) u = u * Vec(T(1) / std::log(static_cast<T>(NC)));
-  v.u = u;
-  v.alpha = vexp(Vec(T(0)) - u);
+}
+
+// y = p (soft) or the one-hot of argmax p, ties to the lower class (hard).
+template <int NC, bool HARD, typename T>
+inline void pseudo_voxels(const at::vec::Vectorized<T> (&p)[NC], at::vec::Vectorized<T> (&y)[NC]) {
+  using Vec = at::vec::Vectorized<T>;
   if constexpr (HARD) {
     Vec best = p[0];
     Vec idx = Vec(T(0));
@@ -52,10 +64,27 @@ inline void pint_voxel_terms(const at::vec::Vectorized<T> (&x)[NC], const at::ve
       best = Vec::blendv(best, p[c], gt);
       idx = Vec::blendv(idx, Vec(T(c)), gt);
     }
-    for (int c = 0; c < NC; ++c) v.y[c] = Vec::blendv(Vec(T(0)), Vec(T(1)), idx == Vec(T(c)));
+    for (int c = 0; c < NC; ++c) y[c] = Vec::blendv(Vec(T(0)), Vec(T(1)), idx == Vec(T(c)));
   } else {
-    for (int c = 0; c < NC; ++c) v.y[c] = p[c];
+    for (int c = 0; c < NC; ++c) y[c] = p[c];
   }
+}
+
+template <int NC, bool HARD, typename T>
+inline void pint_voxel_terms(const at::vec::Vectorized<T> (&x)[NC], const at::vec::Vectorized<T> (&p)[NC],
+                             const at::vec::Vectorized<T>& tf, bool normalize, bool with_loss,
+                             PintVoxels<NC, T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  Vec m, z;
+  softmax_voxels<NC, T>(x, v.s, m, z);
+  // u = -sum_c p_c log p_c, 0 log 0 = 0, NaN propagated.
+  const Vec tiny(std::numeric_limits<T>::min());
+  Vec u = Vec(T(0));
+  for (int c = 0; c < NC; ++c) u = u - p[c] * vlog(at::vec::maximum(p[c], tiny));
+  if (normalize) u = u * Vec(T(1) / std::log(static_cast<T>(NC)));
+  v.u = u;
+  v.alpha = vexp(Vec(T(0)) - u);
+  pseudo_voxels<NC, HARD, T>(p, v.y);
   if (!with_loss) return;
   Vec xt = Vec(T(0));
   for (int c = 0; c < NC; ++c) xt = Vec::blendv(xt, x[c], tf == Vec(T(c)));
@@ -281,6 +310,114 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       if (std::isnan(vec_sum(u_sum))) nan_prob = true;
     }
   });
+}
+
+// Gradient of the image-level loss: per voxel the weights of its slice,
+// w_ce[b * n_slices + i] and w_mse (upstream gradient, alpha_i and 1/n_i folded
+// in), with the slice of each lane found as in pint_image_pass_fixed.
+template <int NC, bool HARD, typename scalar_t>
+void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
+                           const TargetReader& reader, const std::vector<double>& w_ce,
+                           const std::vector<double>& w_mse, scalar_t* grad_logits) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  constexpr int64_t kMaxPeriod = 4096;
+  const int64_t P = sl.inner * sl.n_slices;
+  const bool by_phase = P >= W && P <= kMaxPeriod;
+  const T two_over_c = T(2) / static_cast<T>(NC);
+  at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+    alignas(64) int32_t t32[kBlock];
+    alignas(64) T tf[kBlock];
+    std::vector<T> phase_w(by_phase ? 2 * (P + W) : 0);
+    int64_t phase_item = -1;
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t b = chunk / g.chunks_per_item;
+      const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
+      const int64_t blk1 = std::min(blk0 + kBlocksPerChunk, g.blocks_per_item);
+      const scalar_t* xb = logits + b * NC * g.N;
+      const scalar_t* pb = prob + b * NC * g.N;
+      const double* wc = w_ce.data() + b * sl.n_slices;
+      const double* wm = w_mse.data() + b * sl.n_slices;
+      T* ph_ce = phase_w.data();
+      T* ph_mse = ph_ce + (by_phase ? P + W : 0);
+      if (by_phase && phase_item != b) {  // weights by position in the period, continued past its end
+        for (int64_t k = 0; k < P + W; ++k) {
+          const int64_t i = (k % P) / sl.inner;
+          ph_ce[k] = static_cast<T>(wc[i]);
+          ph_mse[k] = static_cast<T>(wm[i]) * two_over_c;
+        }
+        phase_item = b;
+      }
+      int64_t q = (blk0 * kBlock) % std::max<int64_t>(P, 1);
+      SliceCursor cur(sl, blk0 * kBlock);
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t n0 = blk * kBlock;
+        const int64_t cnt = std::min(kBlock, g.N - n0);
+        reader.load(b * g.N + n0, cnt, t32);
+        for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t32[j]);
+        for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+        for (int64_t j = 0; j < cnt; j += W) {
+          const int64_t n = n0 + j;
+          const int64_t lanes = std::min<int64_t>(W, cnt - j);
+          Vec w_ce_v, w2_v;
+          if (by_phase) {
+            w_ce_v = Vec::loadu(ph_ce + q);
+            w2_v = Vec::loadu(ph_mse + q);
+            q += lanes;
+            if (q >= P) q -= P;
+          } else if (cur.r + lanes <= cur.inner) {
+            w_ce_v = Vec(static_cast<T>(wc[cur.slice]));
+            w2_v = Vec(static_cast<T>(wm[cur.slice]) * two_over_c);
+            cur.r += lanes - 1;
+            cur.next();
+          } else {
+            alignas(64) T lc[W] = {}, lm[W] = {};
+            for (int64_t l = 0; l < lanes; ++l, cur.next()) {
+              lc[l] = static_cast<T>(wc[cur.slice]);
+              lm[l] = static_cast<T>(wm[cur.slice]) * two_over_c;
+            }
+            w_ce_v = Vec::loadu(lc);
+            w2_v = Vec::loadu(lm);
+          }
+          Vec x[NC], p[NC];
+          for (int c = 0; c < NC; ++c) {
+            x[c] = load_vec<T>(xb + c * g.N + n, lanes);
+            p[c] = load_vec<T>(pb + c * g.N + n, lanes);
+          }
+          PintVoxels<NC, T> v;
+          Vec m, z;
+          softmax_voxels<NC, T>(x, v.s, m, z);
+          pseudo_voxels<NC, HARD, T>(p, v.y);
+          Vec gr[NC];
+          pint_voxel_grad<NC, T>(v, Vec::loadu(tf + j), w_ce_v, w2_v, gr);
+          scalar_t* out = grad_logits + b * NC * g.N + n;
+          for (int c = 0; c < NC; ++c) store_vec(out + c * g.N, gr[c], lanes);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+bool pint_image_grad(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
+                     const TargetReader& reader, bool hard, const std::vector<double>& w_ce,
+                     const std::vector<double>& w_mse, scalar_t* grad_logits) {
+#define PYSEG_PINT_CASE(NC)                                                                               \
+  case NC:                                                                                                \
+    if (hard)                                                                                             \
+      pint_image_grad_fixed<NC, true, scalar_t>(g, sl, logits, prob, reader, w_ce, w_mse, grad_logits);    \
+    else                                                                                                  \
+      pint_image_grad_fixed<NC, false, scalar_t>(g, sl, logits, prob, reader, w_ce, w_mse, grad_logits);   \
+    return true;
+  switch (g.C) {
+    PYSEG_PINT_CASE(2)
+    PYSEG_PINT_CASE(3)
+    PYSEG_PINT_CASE(4)
+    default:
+      return false;
+  }
+#undef PYSEG_PINT_CASE
 }
 
 template <typename scalar_t>

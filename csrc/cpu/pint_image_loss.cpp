@@ -174,9 +174,13 @@ at::Tensor pint_image_loss_backward_cpu(const at::Tensor& grad_in, const at::Ten
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
   TargetCheck check;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "pint_image_loss_backward", [&] {
-    pint_image_loss_backward_kernel_impl<scalar_t>(g, sl, logits.const_data_ptr<scalar_t>(),
-                                                   prob.const_data_ptr<scalar_t>(), check, target, hard, w_ce, w_mse,
-                                                   grad_logits.mutable_data_ptr<scalar_t>());
+    const bool done = pint_image_grad(g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
+                                      check.reader(target, g.C), hard, w_ce, w_mse,
+                                      grad_logits.mutable_data_ptr<scalar_t>());
+    if (!done)
+      pint_image_loss_backward_kernel_impl<scalar_t>(g, sl, logits.const_data_ptr<scalar_t>(),
+                                                     prob.const_data_ptr<scalar_t>(), check, target, hard, w_ce,
+                                                     w_mse, grad_logits.mutable_data_ptr<scalar_t>());
   });
   check.raise_if_bad(op, g.C);
   return grad_logits;

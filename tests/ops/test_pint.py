@@ -454,8 +454,16 @@ def test_image_loss_slice_accumulation_modes(shape, slice_dim):
     (sizes chosen so every way, chunk borders and item tails are hit)."""
     logits, target, prob = make_inputs(shape, torch.float32, "cpu", seed=40)
     for pseudo in ("soft", "hard"):
-        loss = ops.pint_image_loss(logits, target, prob, pseudo_label=pseudo, reduction="none",
+        x = logits.clone().requires_grad_()
+        xr = logits.double().requires_grad_()
+        loss = ops.pint_image_loss(x, target, prob, pseudo_label=pseudo, reduction="none",
                                    slice_dim=slice_dim, backend="cpu")
-        ref = reference.pint_image_loss(logits.double(), target, prob.double(), pseudo_label=pseudo,
+        ref = reference.pint_image_loss(xr, target, prob.double(), pseudo_label=pseudo,
                                         reduction="none", slice_dim=slice_dim)
         assert_close(loss, ref, torch.float32, f"per-slice loss ({pseudo}, slice_dim={slice_dim})")
+        # a different upstream gradient per slice, so a lane given its neighbour's slice shows
+        up = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+        (gx,) = torch.autograd.grad(loss, x, up.float())
+        (gr,) = torch.autograd.grad(ref, xr, up)
+        scale = 1.0 / gr.abs().max()
+        assert_close(gx.double() * scale, gr * scale, torch.float32, f"grad ({pseudo}, slice_dim={slice_dim})")
