@@ -4,6 +4,7 @@
 // a time into an accumulator so the M passes never sit in memory together.
 #include <torch/library.h>
 
+#include "pint_fixed.h"
 #include "voxel_block.h"
 
 namespace pyseg_noise {
@@ -22,6 +23,85 @@ inline void store_prob_entropy(BlockBuffers<T>& buf, const Geometry& g, T scale,
     for (int64_t j = 0; j < cnt; ++j) pout[c * g.N + j] = static_cast<scalar_t>(buf.p[c * kBlock + j]);
   scalar_t* eout = entropy + b * g.N + n0;
   for (int64_t j = 0; j < cnt; ++j) eout[j] = static_cast<scalar_t>(buf.a[j]);
+}
+
+// Register path for C = 2..4: each vector of voxels goes from its M passes'
+// logits to its prob and entropy without touching a buffer. `acc_in` (when
+// set) is a running sum to scale instead of the M passes (prob_entropy).
+template <int NC, typename scalar_t, typename src_t>
+void prob_entropy_fixed(int64_t M, const Geometry& g, const src_t* logits, const src_t* acc_in, double scale,
+                        scalar_t* prob, scalar_t* entropy) {
+  using T = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  const int64_t pass_stride = g.B * NC * g.N;
+  const Vec vscale(static_cast<T>(scale));
+  const Vec tiny(std::numeric_limits<T>::min());
+  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t b = id / g.blocks_per_item;
+      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
+      const int64_t cnt = std::min(kBlock, g.N - n0);
+      for (int64_t j = 0; j < cnt; j += W) {
+        const int64_t n = n0 + j;
+        const int64_t lanes = std::min<int64_t>(W, cnt - j);
+        Vec p[NC];
+        if (acc_in != nullptr) {
+          for (int c = 0; c < NC; ++c) p[c] = load_vec<T>(acc_in + (b * NC + c) * g.N + n, lanes) * vscale;
+        } else {
+          for (int c = 0; c < NC; ++c) p[c] = Vec(T(0));
+          for (int64_t m = 0; m < M; ++m) {
+            Vec x[NC], s[NC], mx, z;
+            for (int c = 0; c < NC; ++c) x[c] = load_vec<T>(logits + m * pass_stride + (b * NC + c) * g.N + n, lanes);
+            softmax_voxels<NC, T>(x, s, mx, z);
+            for (int c = 0; c < NC; ++c) p[c] = p[c] + s[c];
+          }
+          for (int c = 0; c < NC; ++c) p[c] = p[c] * vscale;
+        }
+        Vec u = Vec(T(0));
+        for (int c = 0; c < NC; ++c) {
+          u = u - p[c] * vlog(at::vec::maximum(p[c], tiny));
+          store_vec(prob + (b * NC + c) * g.N + n, p[c], lanes);
+        }
+        store_vec(entropy + b * g.N + n, u, lanes);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename src_t>
+bool prob_entropy_fast(int64_t M, const Geometry& g, const src_t* logits, const src_t* acc_in, double scale,
+                       scalar_t* prob, scalar_t* entropy) {
+  switch (g.C) {
+    case 2: prob_entropy_fixed<2, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy); return true;
+    case 3: prob_entropy_fixed<3, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy); return true;
+    case 4: prob_entropy_fixed<4, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy); return true;
+    default: return false;
+  }
+}
+
+// acc += softmax(logits) for C = 2..4.
+template <int NC, typename acc_t>
+void softmax_accumulate_fixed(const Geometry& g, const acc_t* logits, acc_t* acc) {
+  using T = at::opmath_type<acc_t>;
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t b = id / g.blocks_per_item;
+      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
+      const int64_t cnt = std::min(kBlock, g.N - n0);
+      for (int64_t j = 0; j < cnt; j += W) {
+        const int64_t lanes = std::min<int64_t>(W, cnt - j);
+        const int64_t off = b * NC * g.N + n0 + j;
+        Vec x[NC], s[NC], mx, z;
+        for (int c = 0; c < NC; ++c) x[c] = load_vec<T>(logits + off + c * g.N, lanes);
+        softmax_voxels<NC, T>(x, s, mx, z);
+        for (int c = 0; c < NC; ++c)
+          store_vec(acc + off + c * g.N, load_vec<T>(acc + off + c * g.N, lanes) + s[c], lanes);
+      }
+    }
+  });
 }
 
 template <typename scalar_t>
@@ -106,8 +186,12 @@ std::tuple<at::Tensor, at::Tensor> teacher_uncertainty_cpu(const at::Tensor& tea
   for (int64_t d = 2; d < first.dim(); ++d) esize.push_back(first.size(d));
   at::Tensor entropy = at::empty(esize, logits.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "teacher_uncertainty", [&] {
-    teacher_uncertainty_kernel_impl<scalar_t>(M, g, logits.const_data_ptr<scalar_t>(),
-                                              prob.mutable_data_ptr<scalar_t>(), entropy.mutable_data_ptr<scalar_t>());
+    if (!prob_entropy_fast<scalar_t, scalar_t>(M, g, logits.const_data_ptr<scalar_t>(), nullptr, 1.0 / M,
+                                               prob.mutable_data_ptr<scalar_t>(),
+                                               entropy.mutable_data_ptr<scalar_t>()))
+      teacher_uncertainty_kernel_impl<scalar_t>(M, g, logits.const_data_ptr<scalar_t>(),
+                                                prob.mutable_data_ptr<scalar_t>(),
+                                                entropy.mutable_data_ptr<scalar_t>());
   });
   return {prob, entropy};
 }
@@ -123,8 +207,14 @@ void softmax_accumulate_cpu(const at::Tensor& prob_sum, const at::Tensor& logits
   at::Tensor acc = prob_sum.is_contiguous() ? prob_sum : prob_sum.contiguous();
   const Geometry g = geometry_of(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, acc.scalar_type(), "softmax_accumulate_", [&] {
-    softmax_accumulate_kernel_impl<scalar_t, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
-                                                       acc.mutable_data_ptr<scalar_t>());
+    switch (g.C) {
+      case 2: softmax_accumulate_fixed<2, scalar_t>(g, logits.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<scalar_t>()); break;
+      case 3: softmax_accumulate_fixed<3, scalar_t>(g, logits.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<scalar_t>()); break;
+      case 4: softmax_accumulate_fixed<4, scalar_t>(g, logits.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<scalar_t>()); break;
+      default:
+        softmax_accumulate_kernel_impl<scalar_t, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                           acc.mutable_data_ptr<scalar_t>());
+    }
   });
   if (!acc.is_same(prob_sum)) prob_sum.copy_(acc);
 }
@@ -139,8 +229,11 @@ std::tuple<at::Tensor, at::Tensor> prob_entropy_cpu(const at::Tensor& prob_sum_i
   for (int64_t d = 2; d < prob_sum.dim(); ++d) esize.push_back(prob_sum.size(d));
   at::Tensor entropy = at::empty(esize, prob_sum.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, prob_sum.scalar_type(), "prob_entropy", [&] {
-    prob_entropy_kernel_impl<scalar_t>(g, prob_sum.const_data_ptr<scalar_t>(), scale,
-                                       prob.mutable_data_ptr<scalar_t>(), entropy.mutable_data_ptr<scalar_t>());
+    if (!prob_entropy_fast<scalar_t, scalar_t>(0, g, nullptr, prob_sum.const_data_ptr<scalar_t>(), scale,
+                                               prob.mutable_data_ptr<scalar_t>(),
+                                               entropy.mutable_data_ptr<scalar_t>()))
+      prob_entropy_kernel_impl<scalar_t>(g, prob_sum.const_data_ptr<scalar_t>(), scale,
+                                         prob.mutable_data_ptr<scalar_t>(), entropy.mutable_data_ptr<scalar_t>());
   });
   return {prob, entropy};
 }
