@@ -114,6 +114,9 @@ inline void pint_voxel_grad(const PintVoxels<NC, T>& v, const at::vec::Vectorize
   }
 }
 
+// Blocks ahead whose inputs are prefetched.
+constexpr int64_t kPrefetchBlocks = 2;
+
 // What one pass of the fixed-C pixel kernel produces.
 template <typename scalar_t>
 struct PixelPass {
@@ -139,7 +142,6 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
   const bool with_grad = job.grad_logits != nullptr;
   const T two_over_c = T(2) / static_cast<T>(NC);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) int32_t t32[kBlock];
     alignas(64) T tf[kBlock];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b = chunk / g.chunks_per_item;
@@ -152,9 +154,16 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        reader.load(b * g.N + n0, cnt, t32);
-        for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t32[j]);
-        for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+        if (blk + kPrefetchBlocks < g.blocks_per_item) {
+          const int64_t nf = n0 + kPrefetchBlocks * kBlock;
+          const int64_t cf = std::min(kBlock, g.N - nf);
+          reader.prefetch(b * g.N + nf, cf);
+          for (int c = 0; c < NC; ++c) {
+            prefetch_bytes(xb + c * g.N + nf, cf * sizeof(scalar_t));
+            prefetch_bytes(pb + c * g.N + nf, cf * sizeof(scalar_t));
+          }
+        }
+        reader.load_math(b * g.N + n0, cnt, tf);
         Vec acc = Vec(T(0));
         // Loads one vector of voxels (lanes real ones) and evaluates its terms.
         auto eval = [&](int64_t j, int64_t lanes, PintVoxels<NC, T>& v, Vec& t) {
@@ -222,7 +231,6 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
   const int64_t P = sl.inner * sl.n_slices;
   const bool by_phase = P >= W && P <= kMaxPeriod;
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) int32_t t32[kBlock];
     alignas(64) T tf[kBlock];
     // by phase: 3 rows of P + W sums; otherwise 3 sums per slice.
     std::vector<T> acc(by_phase ? 3 * (P + W) : 3 * sl.n_slices);
@@ -242,9 +250,16 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        reader.load(b * g.N + n0, cnt, t32);
-        for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t32[j]);
-        for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+        if (blk + kPrefetchBlocks < g.blocks_per_item) {
+          const int64_t nf = n0 + kPrefetchBlocks * kBlock;
+          const int64_t cf = std::min(kBlock, g.N - nf);
+          reader.prefetch(b * g.N + nf, cf);
+          for (int c = 0; c < NC; ++c) {
+            prefetch_bytes(xb + c * g.N + nf, cf * sizeof(scalar_t));
+            prefetch_bytes(pb + c * g.N + nf, cf * sizeof(scalar_t));
+          }
+        }
+        reader.load_math(b * g.N + n0, cnt, tf);
         for (int64_t j = 0; j < cnt; j += W) {
           const int64_t n = n0 + j;
           const int64_t lanes = std::min<int64_t>(W, cnt - j);
@@ -327,7 +342,6 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
   const bool by_phase = P >= W && P <= kMaxPeriod;
   const T two_over_c = T(2) / static_cast<T>(NC);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) int32_t t32[kBlock];
     alignas(64) T tf[kBlock];
     std::vector<T> phase_w(by_phase ? 2 * (P + W) : 0);
     int64_t phase_item = -1;
@@ -354,9 +368,16 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        reader.load(b * g.N + n0, cnt, t32);
-        for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t32[j]);
-        for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+        if (blk + kPrefetchBlocks < g.blocks_per_item) {
+          const int64_t nf = n0 + kPrefetchBlocks * kBlock;
+          const int64_t cf = std::min(kBlock, g.N - nf);
+          reader.prefetch(b * g.N + nf, cf);
+          for (int c = 0; c < NC; ++c) {
+            prefetch_bytes(xb + c * g.N + nf, cf * sizeof(scalar_t));
+            prefetch_bytes(pb + c * g.N + nf, cf * sizeof(scalar_t));
+          }
+        }
+        reader.load_math(b * g.N + n0, cnt, tf);
         for (int64_t j = 0; j < cnt; j += W) {
           const int64_t n = n0 + j;
           const int64_t lanes = std::min<int64_t>(W, cnt - j);
