@@ -194,7 +194,7 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
             Vec gr[NC];
             pint_voxel_grad<NC, T>(v, t, w_ce, w2, gr);
             scalar_t* out = job.grad_logits + b * NC * g.N + n;
-            for (int c = 0; c < NC; ++c) store_vec(out + c * g.N, gr[c], lanes);
+            for (int c = 0; c < NC; ++c) store_vec_stream(out + c * g.N, gr[c], lanes);
           }
         };
         int64_t j = 0;
@@ -208,6 +208,7 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
         chunk_sum += static_cast<double>(vec_sum(acc));
       }
       if (job.partial != nullptr) (*job.partial)[chunk] = chunk_sum;
+      if (with_grad) stream_fence();
       // NaN in teacher_prob makes u NaN (padding lanes load 0 and stay finite).
       if (job.nan_prob != nullptr && std::isnan(vec_sum(u_sum))) *job.nan_prob = true;
     }

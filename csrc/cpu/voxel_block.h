@@ -356,6 +356,36 @@ inline void store_vec(S* p, const at::vec::Vectorized<T>& v, int64_t n) {
   }
 }
 
+// store_vec with a non-temporal store for a full, aligned float vector: large
+// outputs (a gradient the size of the logits) then go to memory without being
+// read first and without evicting the inputs from the cache. Callers end their
+// parallel region with stream_fence().
+template <typename S, typename T>
+inline void store_vec_stream(S* p, const at::vec::Vectorized<T>& v, int64_t n) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>) {
+    if (n == 16 && (reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+      _mm512_stream_ps(p, v);
+      return;
+    }
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<T, float>) {
+    if (n == 8 && (reinterpret_cast<uintptr_t>(p) & 31) == 0) {
+      _mm256_stream_ps(p, v);
+      return;
+    }
+  }
+#endif
+  store_vec(p, v, n);
+}
+
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  _mm_sfence();
+#endif
+}
+
 // Sums chunk partials in a fixed order.
 inline double ordered_sum(const std::vector<double>& parts) {
   double acc = 0.0;
