@@ -126,6 +126,15 @@ inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_
   const scalar_t* pb = logits_b + b * g.C * g.N + n0;
   for (int64_t j0 = 0; j0 < cnt; j0 += kBlock) {
     const int64_t bc = std::min(kBlock, cnt - j0);
+    if (j0 + 2 * kBlock < cnt) {  // inputs two blocks ahead in this row
+      const int64_t jf = j0 + 2 * kBlock;
+      const int64_t cf = std::min(kBlock, cnt - jf);
+      for (int64_t c = 0; c < g.C; ++c) {
+        prefetch_bytes(pa + c * g.N + jf, cf * static_cast<int64_t>(sizeof(scalar_t)));
+        prefetch_bytes(pb + c * g.N + jf, cf * static_cast<int64_t>(sizeof(scalar_t)));
+      }
+      if (reader != nullptr) reader->prefetch(b * g.N + n0 + jf, cf);
+    }
     if (reader != nullptr) load_target_block(*reader, b * g.N + n0 + j0, bc, t, tf);
     for (int64_t jj = 0; jj < bc; jj += Vec::size()) {
       const int64_t j = j0 + jj;

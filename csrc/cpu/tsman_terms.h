@@ -62,11 +62,10 @@ inline void dispatch_classes(int64_t C, F&& f) {
 }
 
 // The block's labels (validated by the reader) as T in tf[0, kBlock), zero past cnt.
+// (One checked pass converting straight to T.)
 template <typename T>
-inline void load_target_block(const TargetReader& reader, int64_t off, int64_t cnt, int32_t* t, T* tf) {
-  reader.load(off, cnt, t);
-  for (int64_t j = 0; j < cnt; ++j) tf[j] = static_cast<T>(t[j]);
-  for (int64_t j = cnt; j < kBlock; ++j) tf[j] = T(0);
+inline void load_target_block(const TargetReader& reader, int64_t off, int64_t cnt, int32_t* /*unused*/, T* tf) {
+  reader.load_math(off, cnt, tf);
 }
 
 // For n <= Vec::size() voxels of one item of channel-planar logits p (plane
