@@ -308,6 +308,7 @@ def machine_info(device: torch.device) -> Dict[str, str]:
         "last-level cache": _last_level_cache() or "?",
         "torch": torch.__version__,
         "cpu capability": str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()),
+        "extension built for": str(pyseg_noise.cpu_capability() or "no C++ extension"),
         "python": platform.python_version(),
         "pyseg_noise": version + (f" (git {commit})" if commit else ""),
         "device": str(device),

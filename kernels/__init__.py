@@ -39,6 +39,7 @@ else:
         "slice_uncertainty": pint.slice_uncertainty,
         "pint_pixel_loss": pint.pint_pixel_loss,
         "pint_pixel_loss_backward": pint.pint_pixel_loss_backward,
+        "pint_pixel_loss_with_grad": pint.pint_pixel_loss_with_grad,
         "pint_image_loss": pint.pint_image_loss,
         "pint_image_loss_backward": pint.pint_image_loss_backward,
         "loss_attention": tsman.loss_attention,

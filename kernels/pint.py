@@ -369,6 +369,19 @@ def pint_pixel_loss_backward(grad, logits, target, teacher_prob, hard: bool, nor
     return out
 
 
+def pint_pixel_loss_with_grad(logits, target, teacher_prob, hard: bool, normalize_entropy: bool, reduction: str):
+    """The loss and its gradient for a unit upstream gradient (the op's contract, SPEC 2).
+
+    On the GPU this is the forward kernel then the backward kernel (two passes; the
+    C++ kernel fuses them). ``pyseg_noise.ops.pint_pixel_loss`` uses this op only on the
+    C++ backend; the Triton path keeps its separate backward.
+    """
+    loss = pint_pixel_loss(logits, target, teacher_prob, hard, normalize_entropy, reduction)
+    grad = pint_pixel_loss_backward(torch.ones_like(loss), logits, target, teacher_prob, hard, normalize_entropy,
+                                    reduction)
+    return loss, grad
+
+
 # --------------------------------------------------------------------------- SPEC 3
 
 

@@ -30,7 +30,7 @@ def _schemas() -> dict:
 @requires_kernels
 def test_every_schema_has_a_launcher_with_its_arguments():
     schemas = _schemas()
-    assert len(schemas) == 14
+    assert len(schemas) == 15
     assert set(K.IMPLS) == set(schemas)
     for name, n_args in schemas.items():
         params = inspect.signature(K.IMPLS[name]).parameters.values()

@@ -43,6 +43,18 @@ def test_pint_pixel_loss_and_backward(case: Case, hard: bool):
     assert_unchanged(before, [logits, target, teacher])
 
 
+@pytest.mark.parametrize("case", CASES[:3], ids=CASE_IDS[:3])
+def test_pint_pixel_loss_with_grad_is_loss_and_unit_backward(case: Case):
+    """The with-grad op on Triton: the forward's loss and the backward's gradient for upstream 1."""
+    logits, target, teacher = make_logits(case, 1), make_target(case, 2), make_prob(case, 3)
+    for reduction in REDUCTIONS:
+        loss, grad = K.IMPLS["pint_pixel_loss_with_grad"](logits, target, teacher, True, False, reduction)
+        x, expected = _pixel_ref(logits, target, teacher, True, False, reduction)
+        assert_close(loss, expected.detach(), case.dtype, f"loss[{reduction}]")
+        expected.backward(torch.ones_like(expected))
+        assert_close(grad, x.grad, case.dtype, f"grad[{reduction}]")
+
+
 def test_pint_pixel_loss_teacher_in_another_dtype():
     """A float32 teacher with float16 logits is rounded to float16 first."""
     case = Case((2, 3, 5, 6, 4), torch.float16, "contiguous")

@@ -30,7 +30,7 @@ from pyseg_noise.training.run_log import read_log
 
 from ..training.tiny_runs import PYTHON, REPO, make_tiny_dataset, subprocess_env, tiny_config
 
-ITERATIONS = 12
+ITERATIONS = 60  # long enough that no timer round (<= 0.6 s) can outlast the whole run
 CHECKPOINT_EVERY = 2
 
 _HELPER = r"""
