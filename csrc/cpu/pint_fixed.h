@@ -117,6 +117,27 @@ inline void pint_voxel_grad(const PintVoxels<NC, T>& v, const at::vec::Vectorize
 // Blocks ahead whose inputs are prefetched.
 constexpr int64_t kPrefetchBlocks = 2;
 
+// Calls f(std::integral_constant<int, C>{}) for the register paths' class
+// counts 2-4 and returns true; false (f not called) for other C.
+template <typename F>
+inline bool dispatch_fixed_classes(int64_t C, F&& f) {
+  switch (C) {
+    case 2: f(std::integral_constant<int, 2>{}); return true;
+    case 3: f(std::integral_constant<int, 3>{}); return true;
+    case 4: f(std::integral_constant<int, 4>{}); return true;
+    default: return false;
+  }
+}
+
+// The same with the pseudo-label kind as a second constant: f(nc, hard).
+template <typename F>
+inline bool dispatch_fixed(int64_t C, bool hard, F&& f) {
+  return dispatch_fixed_classes(C, [&](auto nc) {
+    if (hard) f(nc, std::true_type{});
+    else f(nc, std::false_type{});
+  });
+}
+
 // What one pass of the fixed-C pixel kernel produces.
 template <typename scalar_t>
 struct PixelPass {
@@ -425,42 +446,20 @@ template <typename scalar_t>
 bool pint_image_grad(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
                      const TargetReader& reader, bool hard, const std::vector<double>& w_ce,
                      const std::vector<double>& w_mse, scalar_t* grad_logits) {
-#define PYSEG_PINT_CASE(NC)                                                                               \
-  case NC:                                                                                                \
-    if (hard)                                                                                             \
-      pint_image_grad_fixed<NC, true, scalar_t>(g, sl, logits, prob, reader, w_ce, w_mse, grad_logits);    \
-    else                                                                                                  \
-      pint_image_grad_fixed<NC, false, scalar_t>(g, sl, logits, prob, reader, w_ce, w_mse, grad_logits);   \
-    return true;
-  switch (g.C) {
-    PYSEG_PINT_CASE(2)
-    PYSEG_PINT_CASE(3)
-    PYSEG_PINT_CASE(4)
-    default:
-      return false;
-  }
-#undef PYSEG_PINT_CASE
+  return dispatch_fixed(g.C, hard, [&](auto nc, auto h) {
+    pint_image_grad_fixed<decltype(nc)::value, decltype(h)::value, scalar_t>(g, sl, logits, prob, reader, w_ce,
+                                                                             w_mse, grad_logits);
+  });
 }
 
 template <typename scalar_t>
 bool pint_image_pass(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
                      const TargetReader& reader, bool hard, bool normalize, std::vector<double>& partial,
                      std::atomic<bool>& nan_prob) {
-#define PYSEG_PINT_CASE(NC)                                                                                 \
-  case NC:                                                                                                  \
-    if (hard)                                                                                               \
-      pint_image_pass_fixed<NC, true, scalar_t>(g, sl, logits, prob, reader, normalize, partial, nan_prob);  \
-    else                                                                                                    \
-      pint_image_pass_fixed<NC, false, scalar_t>(g, sl, logits, prob, reader, normalize, partial, nan_prob); \
-    return true;
-  switch (g.C) {
-    PYSEG_PINT_CASE(2)
-    PYSEG_PINT_CASE(3)
-    PYSEG_PINT_CASE(4)
-    default:
-      return false;
-  }
-#undef PYSEG_PINT_CASE
+  return dispatch_fixed(g.C, hard, [&](auto nc, auto h) {
+    pint_image_pass_fixed<decltype(nc)::value, decltype(h)::value, scalar_t>(g, sl, logits, prob, reader, normalize,
+                                                                             partial, nan_prob);
+  });
 }
 
 // Runs the fixed-C path when C is one of its sizes; false otherwise (the
@@ -468,21 +467,9 @@ bool pint_image_pass(const Geometry& g, const Slicing& sl, const scalar_t* logit
 template <typename scalar_t>
 bool pint_pixel_pass(const Geometry& g, const scalar_t* logits, const scalar_t* prob, const TargetReader& reader,
                      bool hard, const PixelPass<scalar_t>& job) {
-#define PYSEG_PINT_CASE(NC)                                                          \
-  case NC:                                                                           \
-    if (hard)                                                                        \
-      pint_pixel_pass_fixed<NC, true, scalar_t>(g, logits, prob, reader, job);       \
-    else                                                                             \
-      pint_pixel_pass_fixed<NC, false, scalar_t>(g, logits, prob, reader, job);      \
-    return true;
-  switch (g.C) {
-    PYSEG_PINT_CASE(2)
-    PYSEG_PINT_CASE(3)
-    PYSEG_PINT_CASE(4)
-    default:
-      return false;
-  }
-#undef PYSEG_PINT_CASE
+  return dispatch_fixed(g.C, hard, [&](auto nc, auto h) {
+    pint_pixel_pass_fixed<decltype(nc)::value, decltype(h)::value, scalar_t>(g, logits, prob, reader, job);
+  });
 }
 
 }  // namespace cpu

@@ -72,12 +72,9 @@ void prob_entropy_fixed(int64_t M, const Geometry& g, const src_t* logits, const
 template <typename scalar_t, typename src_t>
 bool prob_entropy_fast(int64_t M, const Geometry& g, const src_t* logits, const src_t* acc_in, double scale,
                        scalar_t* prob, scalar_t* entropy) {
-  switch (g.C) {
-    case 2: prob_entropy_fixed<2, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy); return true;
-    case 3: prob_entropy_fixed<3, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy); return true;
-    case 4: prob_entropy_fixed<4, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy); return true;
-    default: return false;
-  }
+  return dispatch_fixed_classes(g.C, [&](auto nc) {
+    prob_entropy_fixed<decltype(nc)::value, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy);
+  });
 }
 
 // acc += softmax(logits) for C = 2..4.
@@ -207,14 +204,13 @@ void softmax_accumulate_cpu(const at::Tensor& prob_sum, const at::Tensor& logits
   at::Tensor acc = prob_sum.is_contiguous() ? prob_sum : prob_sum.contiguous();
   const Geometry g = geometry_of(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, acc.scalar_type(), "softmax_accumulate_", [&] {
-    switch (g.C) {
-      case 2: softmax_accumulate_fixed<2, scalar_t>(g, logits.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<scalar_t>()); break;
-      case 3: softmax_accumulate_fixed<3, scalar_t>(g, logits.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<scalar_t>()); break;
-      case 4: softmax_accumulate_fixed<4, scalar_t>(g, logits.const_data_ptr<scalar_t>(), acc.mutable_data_ptr<scalar_t>()); break;
-      default:
-        softmax_accumulate_kernel_impl<scalar_t, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
-                                                           acc.mutable_data_ptr<scalar_t>());
-    }
+    const bool fixed = dispatch_fixed_classes(g.C, [&](auto nc) {
+      softmax_accumulate_fixed<decltype(nc)::value, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                               acc.mutable_data_ptr<scalar_t>());
+    });
+    if (!fixed)
+      softmax_accumulate_kernel_impl<scalar_t, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                         acc.mutable_data_ptr<scalar_t>());
   });
   if (!acc.is_same(prob_sum)) prob_sum.copy_(acc);
 }
