@@ -138,6 +138,36 @@ inline bool dispatch_fixed(int64_t C, bool hard, F&& f) {
   });
 }
 
+// At the start of block blk of item b (cnt voxels from n = blk * kBlock):
+// prefetches the labels, logits and probabilities kPrefetchBlocks ahead and
+// loads this block's labels (checked) as T into tf.
+template <int NC, typename scalar_t, typename T>
+inline void start_block(const Geometry& g, const TargetReader& reader, const scalar_t* xb, const scalar_t* pb,
+                        int64_t b, int64_t blk, int64_t cnt, T* tf) {
+  const int64_t n0 = blk * kBlock;
+  if (blk + kPrefetchBlocks < g.blocks_per_item) {
+    const int64_t nf = n0 + kPrefetchBlocks * kBlock;
+    const int64_t cf = std::min(kBlock, g.N - nf);
+    reader.prefetch(b * g.N + nf, cf);
+    for (int c = 0; c < NC; ++c) {
+      prefetch_bytes(xb + c * g.N + nf, cf * static_cast<int64_t>(sizeof(scalar_t)));
+      prefetch_bytes(pb + c * g.N + nf, cf * static_cast<int64_t>(sizeof(scalar_t)));
+    }
+  }
+  reader.load_math(b * g.N + n0, cnt, tf);
+}
+
+// One vector of voxels (lanes real ones, from voxel n) of the class planes of
+// an item's logits xb and teacher probabilities pb.
+template <int NC, typename T, typename scalar_t>
+inline void load_voxels(const scalar_t* xb, const scalar_t* pb, int64_t N, int64_t n, int64_t lanes,
+                        at::vec::Vectorized<T> (&x)[NC], at::vec::Vectorized<T> (&p)[NC]) {
+  for (int c = 0; c < NC; ++c) {
+    x[c] = load_vec<T>(xb + c * N + n, lanes);
+    p[c] = load_vec<T>(pb + c * N + n, lanes);
+  }
+}
+
 // What one pass of the fixed-C pixel kernel produces.
 template <typename scalar_t>
 struct PixelPass {
@@ -175,25 +205,13 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        if (blk + kPrefetchBlocks < g.blocks_per_item) {
-          const int64_t nf = n0 + kPrefetchBlocks * kBlock;
-          const int64_t cf = std::min(kBlock, g.N - nf);
-          reader.prefetch(b * g.N + nf, cf);
-          for (int c = 0; c < NC; ++c) {
-            prefetch_bytes(xb + c * g.N + nf, cf * sizeof(scalar_t));
-            prefetch_bytes(pb + c * g.N + nf, cf * sizeof(scalar_t));
-          }
-        }
-        reader.load_math(b * g.N + n0, cnt, tf);
+        start_block<NC>(g, reader, xb, pb, b, blk, cnt, tf);
         Vec acc = Vec(T(0));
         // Loads one vector of voxels (lanes real ones) and evaluates its terms.
         auto eval = [&](int64_t j, int64_t lanes, PintVoxels<NC, T>& v, Vec& t) {
           const int64_t n = n0 + j;
           Vec x[NC], p[NC];
-          for (int c = 0; c < NC; ++c) {
-            x[c] = load_vec<T>(xb + c * g.N + n, lanes);
-            p[c] = load_vec<T>(pb + c * g.N + n, lanes);
-          }
+          load_voxels<NC>(xb, pb, g.N, n, lanes, x, p);
           t = Vec::loadu(tf + j);
           pint_voxel_terms<NC, HARD, T>(x, p, t, job.normalize, with_loss, v);
         };
@@ -272,24 +290,12 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        if (blk + kPrefetchBlocks < g.blocks_per_item) {
-          const int64_t nf = n0 + kPrefetchBlocks * kBlock;
-          const int64_t cf = std::min(kBlock, g.N - nf);
-          reader.prefetch(b * g.N + nf, cf);
-          for (int c = 0; c < NC; ++c) {
-            prefetch_bytes(xb + c * g.N + nf, cf * sizeof(scalar_t));
-            prefetch_bytes(pb + c * g.N + nf, cf * sizeof(scalar_t));
-          }
-        }
-        reader.load_math(b * g.N + n0, cnt, tf);
+        start_block<NC>(g, reader, xb, pb, b, blk, cnt, tf);
         for (int64_t j = 0; j < cnt; j += W) {
           const int64_t n = n0 + j;
           const int64_t lanes = std::min<int64_t>(W, cnt - j);
           Vec x[NC], p[NC];
-          for (int c = 0; c < NC; ++c) {
-            x[c] = load_vec<T>(xb + c * g.N + n, lanes);
-            p[c] = load_vec<T>(pb + c * g.N + n, lanes);
-          }
+          load_voxels<NC>(xb, pb, g.N, n, lanes, x, p);
           PintVoxels<NC, T> v;
           pint_voxel_terms<NC, HARD, T>(x, p, Vec::loadu(tf + j), normalize, /*with_loss=*/true, v);
           Vec u = v.u, ce = v.ce, mse = v.mse;
@@ -390,16 +396,7 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        if (blk + kPrefetchBlocks < g.blocks_per_item) {
-          const int64_t nf = n0 + kPrefetchBlocks * kBlock;
-          const int64_t cf = std::min(kBlock, g.N - nf);
-          reader.prefetch(b * g.N + nf, cf);
-          for (int c = 0; c < NC; ++c) {
-            prefetch_bytes(xb + c * g.N + nf, cf * sizeof(scalar_t));
-            prefetch_bytes(pb + c * g.N + nf, cf * sizeof(scalar_t));
-          }
-        }
-        reader.load_math(b * g.N + n0, cnt, tf);
+        start_block<NC>(g, reader, xb, pb, b, blk, cnt, tf);
         for (int64_t j = 0; j < cnt; j += W) {
           const int64_t n = n0 + j;
           const int64_t lanes = std::min<int64_t>(W, cnt - j);
@@ -424,10 +421,7 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
             w2_v = Vec::loadu(lm);
           }
           Vec x[NC], p[NC];
-          for (int c = 0; c < NC; ++c) {
-            x[c] = load_vec<T>(xb + c * g.N + n, lanes);
-            p[c] = load_vec<T>(pb + c * g.N + n, lanes);
-          }
+          load_voxels<NC>(xb, pb, g.N, n, lanes, x, p);
           PintVoxels<NC, T> v;
           Vec m, z;
           softmax_voxels<NC, T>(x, v.s, m, z);
