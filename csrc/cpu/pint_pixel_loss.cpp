@@ -1,7 +1,9 @@
 // SPEC 2 / PINT Eq. (2)-(3): loss_v = alpha_v ce_v + (1 - alpha_v) mse_v with
 // alpha_v = exp(-entropy(teacher_prob_v)). The forward is one pass that writes
-// only the loss; the backward recomputes the per-voxel terms in one pass and
-// writes the gradient, so nothing voxel-sized is saved between them.
+// the loss and, for pint_pixel_loss_with_grad, the gradient for a unit upstream
+// gradient from the same terms; the backward op recomputes the per-voxel terms
+// in one pass, so nothing voxel-sized but the gradient is ever allocated.
+// C = 2..4 run the register kernels of pint_fixed.h, other C the block path.
 #include <torch/library.h>
 
 #include "pint_fixed.h"
@@ -99,11 +101,11 @@ void pint_pixel_loss_backward_kernel_impl(const Geometry& g, const scalar_t* log
 }  // namespace
 
 // Forward, optionally with the gradient for a unit upstream gradient.
-std::tuple<at::Tensor, at::Tensor> pint_pixel_loss_impl(const char* op, const at::Tensor& logits_in,
-                                                        const at::Tensor& target_in,
-                                                        const at::Tensor& teacher_prob_in, bool hard,
-                                                        bool normalize_entropy, c10::string_view reduction,
-                                                        bool with_grad) {
+static std::tuple<at::Tensor, at::Tensor> pint_pixel_loss_impl(const char* op, const at::Tensor& logits_in,
+                                                               const at::Tensor& target_in,
+                                                               const at::Tensor& teacher_prob_in, bool hard,
+                                                               bool normalize_entropy, c10::string_view reduction,
+                                                               bool with_grad) {
   check_pint_args(op, logits_in, target_in, teacher_prob_in);
   const Reduction red = parse_reduction(op, reduction);
   const at::Tensor logits = logits_in.contiguous();

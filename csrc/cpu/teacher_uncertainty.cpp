@@ -28,8 +28,8 @@ inline void store_prob_entropy(BlockBuffers<T>& buf, const Geometry& g, T scale,
 // Register path for C = 2..4: each vector of voxels goes from its M passes'
 // logits to its prob and entropy without touching a buffer. `acc_in` (when
 // set) is a running sum to scale instead of the M passes (prob_entropy).
-template <int NC, typename scalar_t, typename src_t>
-void prob_entropy_fixed(int64_t M, const Geometry& g, const src_t* logits, const src_t* acc_in, double scale,
+template <int NC, typename scalar_t>
+void prob_entropy_fixed(int64_t M, const Geometry& g, const scalar_t* logits, const scalar_t* acc_in, double scale,
                         scalar_t* prob, scalar_t* entropy) {
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
@@ -69,11 +69,11 @@ void prob_entropy_fixed(int64_t M, const Geometry& g, const src_t* logits, const
   });
 }
 
-template <typename scalar_t, typename src_t>
-bool prob_entropy_fast(int64_t M, const Geometry& g, const src_t* logits, const src_t* acc_in, double scale,
+template <typename scalar_t>
+bool prob_entropy_fast(int64_t M, const Geometry& g, const scalar_t* logits, const scalar_t* acc_in, double scale,
                        scalar_t* prob, scalar_t* entropy) {
   return dispatch_fixed_classes(g.C, [&](auto nc) {
-    prob_entropy_fixed<decltype(nc)::value, scalar_t, src_t>(M, g, logits, acc_in, scale, prob, entropy);
+    prob_entropy_fixed<decltype(nc)::value, scalar_t>(M, g, logits, acc_in, scale, prob, entropy);
   });
 }
 
@@ -183,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor> teacher_uncertainty_cpu(const at::Tensor& tea
   for (int64_t d = 2; d < first.dim(); ++d) esize.push_back(first.size(d));
   at::Tensor entropy = at::empty(esize, logits.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "teacher_uncertainty", [&] {
-    if (!prob_entropy_fast<scalar_t, scalar_t>(M, g, logits.const_data_ptr<scalar_t>(), nullptr, 1.0 / M,
+    if (!prob_entropy_fast<scalar_t>(M, g, logits.const_data_ptr<scalar_t>(), nullptr, 1.0 / M,
                                                prob.mutable_data_ptr<scalar_t>(),
                                                entropy.mutable_data_ptr<scalar_t>()))
       teacher_uncertainty_kernel_impl<scalar_t>(M, g, logits.const_data_ptr<scalar_t>(),
@@ -225,7 +225,7 @@ std::tuple<at::Tensor, at::Tensor> prob_entropy_cpu(const at::Tensor& prob_sum_i
   for (int64_t d = 2; d < prob_sum.dim(); ++d) esize.push_back(prob_sum.size(d));
   at::Tensor entropy = at::empty(esize, prob_sum.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, prob_sum.scalar_type(), "prob_entropy", [&] {
-    if (!prob_entropy_fast<scalar_t, scalar_t>(0, g, nullptr, prob_sum.const_data_ptr<scalar_t>(), scale,
+    if (!prob_entropy_fast<scalar_t>(0, g, nullptr, prob_sum.const_data_ptr<scalar_t>(), scale,
                                                prob.mutable_data_ptr<scalar_t>(),
                                                entropy.mutable_data_ptr<scalar_t>()))
       prob_entropy_kernel_impl<scalar_t>(g, prob_sum.const_data_ptr<scalar_t>(), scale,

@@ -107,67 +107,30 @@ struct TargetReader {
   std::atomic<bool>* bad;
   std::atomic<int64_t>* bad_value;
 
-  template <typename I>
-  inline void load_as(const I* p, int64_t off, int64_t cnt, int32_t* t) const {
-    // Branch-free range test (vectorizes); the rare bad block is rescanned.
+  // Labels off .. off + cnt as O (int32 for the block path, the math type T
+  // for the register paths, which compare labels as T). Branch-free range test
+  // (vectorizes); the rare bad block is rescanned and its bad labels set to 0.
+  template <typename I, typename O>
+  inline void load_as(const I* p, int64_t off, int64_t cnt, O* t) const {
     uint64_t out_of_range = 0;
     for (int64_t j = 0; j < cnt; ++j) {
       const int64_t v = static_cast<int64_t>(p[off + j]);
       out_of_range |= static_cast<uint64_t>(static_cast<uint64_t>(v) >= static_cast<uint64_t>(C));
-      t[j] = static_cast<int32_t>(v);
+      t[j] = static_cast<O>(v);
     }
     if (out_of_range) {
       for (int64_t j = 0; j < cnt; ++j) {
         const int64_t v = static_cast<int64_t>(p[off + j]);
         if (v < 0 || v >= C) {
           if (!bad->exchange(true)) bad_value->store(v);
-          t[j] = 0;
+          t[j] = O(0);
         }
       }
     }
   }
 
-  // The same check, converting straight to the math type T (the register
-  // paths compare labels as T); lanes past cnt up to kBlock are set to 0.
-  template <typename I, typename T>
-  inline void load_as_math(const I* p, int64_t off, int64_t cnt, T* t) const {
-    uint64_t out_of_range = 0;
-    for (int64_t j = 0; j < cnt; ++j) {
-      const int64_t v = static_cast<int64_t>(p[off + j]);
-      out_of_range |= static_cast<uint64_t>(static_cast<uint64_t>(v) >= static_cast<uint64_t>(C));
-      t[j] = static_cast<T>(v);
-    }
-    for (int64_t j = cnt; j < kBlock; ++j) t[j] = T(0);
-    if (out_of_range) {
-      for (int64_t j = 0; j < cnt; ++j) {
-        const int64_t v = static_cast<int64_t>(p[off + j]);
-        if (v < 0 || v >= C) {
-          if (!bad->exchange(true)) bad_value->store(v);
-          t[j] = T(0);
-        }
-      }
-    }
-  }
-
-  inline void prefetch(int64_t off, int64_t cnt) const {
-    const int64_t size = static_cast<int64_t>(c10::elementSize(type));
-    prefetch_bytes(static_cast<const char*>(ptr) + off * size, cnt * size);
-  }
-
-  template <typename T>
-  inline void load_math(int64_t off, int64_t cnt, T* t) const {
-    switch (type) {
-      case at::kByte: load_as_math(static_cast<const uint8_t*>(ptr), off, cnt, t); break;
-      case at::kBool: load_as_math(static_cast<const bool*>(ptr), off, cnt, t); break;
-      case at::kChar: load_as_math(static_cast<const int8_t*>(ptr), off, cnt, t); break;
-      case at::kShort: load_as_math(static_cast<const int16_t*>(ptr), off, cnt, t); break;
-      case at::kInt: load_as_math(static_cast<const int32_t*>(ptr), off, cnt, t); break;
-      case at::kLong: load_as_math(static_cast<const int64_t*>(ptr), off, cnt, t); break;
-      default: TORCH_INTERNAL_ASSERT(false, "unsupported target dtype");
-    }
-  }
-
-  inline void load(int64_t off, int64_t cnt, int32_t* t) const {
+  template <typename O>
+  inline void load(int64_t off, int64_t cnt, O* t) const {
     switch (type) {
       case at::kByte: load_as(static_cast<const uint8_t*>(ptr), off, cnt, t); break;
       case at::kBool: load_as(static_cast<const bool*>(ptr), off, cnt, t); break;
@@ -177,6 +140,18 @@ struct TargetReader {
       case at::kLong: load_as(static_cast<const int64_t*>(ptr), off, cnt, t); break;
       default: TORCH_INTERNAL_ASSERT(false, "unsupported target dtype");
     }
+  }
+
+  // A block's labels as T in t[0, kBlock), zero past cnt.
+  template <typename T>
+  inline void load_math(int64_t off, int64_t cnt, T* t) const {
+    load(off, cnt, t);
+    for (int64_t j = cnt; j < kBlock; ++j) t[j] = T(0);
+  }
+
+  inline void prefetch(int64_t off, int64_t cnt) const {
+    const int64_t size = static_cast<int64_t>(c10::elementSize(type));
+    prefetch_bytes(static_cast<const char*>(ptr) + off * size, cnt * size);
   }
 };
 
