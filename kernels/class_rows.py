@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 __all__ = [
-    "load_rows", "store_rows", "softmax_rows", "argmax_rows", "entropy_rows", "pick_row", "one_hot_rows",
+    "load_rows", "store_rows", "softmax_rows", "cross_entropy_rows", "argmax_rows", "entropy_rows", "pick_row", "one_hot_rows",
     "clamp_class",
 ]
 
@@ -42,8 +42,8 @@ def store_rows(ptr, c_stride, voxel_off, vmask, rows, C: tl.constexpr):
 
 
 @triton.jit
-def softmax_rows(xs, C: tl.constexpr):
-    """(softmax over classes as C rows, logsumexp [BLOCK]) of logit rows xs."""
+def _softmax_parts(xs, C: tl.constexpr):
+    """(softmax rows, m = max over classes, log sum_c exp(x_c - m)) of logit rows xs."""
     m = xs[0]
     for c in tl.static_range(1, C):
         m = tl.maximum(m, xs[c])
@@ -57,7 +57,25 @@ def softmax_rows(xs, C: tl.constexpr):
     s = ()
     for c in tl.static_range(C):
         s = s + (es[c] * inv,)
-    return s, m + tl.log(se)
+    return s, m, tl.log(se)
+
+
+@triton.jit
+def softmax_rows(xs, C: tl.constexpr):
+    """(softmax over classes as C rows, logsumexp [BLOCK]) of logit rows xs."""
+    s, m, log_se = _softmax_parts(xs, C)
+    return s, m + log_se
+
+
+@triton.jit
+def cross_entropy_rows(xs, t, C: tl.constexpr):
+    """(softmax rows, cross-entropy logsumexp(x) - x[t] [BLOCK]) for class indices t (int32, in range).
+
+    Formed as (max - x[t]) + log sum exp(x - max): the difference of two logits is exact where
+    logsumexp - x[t] would lose the small result to rounding once |logits| is large (~1e4 in fp32).
+    """
+    s, m, log_se = _softmax_parts(xs, C)
+    return s, (m - pick_row(xs, t, C)) + log_se
 
 
 @triton.jit

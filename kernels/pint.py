@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .class_rows import (
-    argmax_rows, clamp_class, entropy_rows, load_rows, one_hot_rows, pick_row, softmax_rows, store_rows,
+    argmax_rows, clamp_class, cross_entropy_rows, entropy_rows, load_rows, one_hot_rows, softmax_rows, store_rows,
 )
 from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
@@ -203,8 +203,7 @@ def pint_voxel_terms(x, t, q, C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl
     Returns (s = softmax rows, pseudo-label rows y_hat, ce [BLOCK], mse [BLOCK],
     u [BLOCK] teacher entropy, divided by log C if NORMALIZE).
     """
-    s, lse = softmax_rows(x, C)
-    ce = lse - pick_row(x, t, C)
+    s, ce = cross_entropy_rows(x, t, C)
     u = entropy_rows(q, C)
     if NORMALIZE:
         u = u / tl.log(tl.full([], C, u.dtype))

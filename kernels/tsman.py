@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .class_rows import argmax_rows, clamp_class, load_rows, pick_row, softmax_rows, store_rows
+from .class_rows import argmax_rows, clamp_class, cross_entropy_rows, load_rows, softmax_rows, store_rows
 from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
 from .voxel_layout import spatial_index, voxel_layout
@@ -70,9 +70,9 @@ def disagreement_kernel(
     if FUSE_CE:
         t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
         t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
-        _sa, lse_a = softmax_rows(xa, C)
-        _sb, lse_b = softmax_rows(xb, C)
-        ce = lse_a + lse_b - pick_row(xa, t, C) - pick_row(xb, t, C)
+        _sa, ce_a = cross_entropy_rows(xa, t, C)
+        _sb, ce_b = cross_entropy_rows(xb, t, C)
+        ce = ce_a + ce_b
         tl.store(ce_ptr + bi * n_voxels + v, ce, mask=vmask)
 
 
@@ -240,8 +240,8 @@ def attended_ce_kernel(
     x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
     t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
     att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(DT).to(ACC)  # as the reference: rounded first
-    _s, lse = softmax_rows(x, C)
-    loss = att * (lse - pick_row(x, t, C))
+    _s, ce = cross_entropy_rows(x, t, C)
+    loss = att * ce
     if REDUCE_NONE:
         tl.store(out_ptr + b * n_voxels + v, loss.to(out_ptr.dtype.element_ty), mask=vmask)
     else:

@@ -51,9 +51,9 @@ void attended_ce_kernel_impl(const Geometry& g, const scalar_t* logits, const sc
         Vec acc(T(0));
         for (int64_t j = 0; j < cnt; j += Vec::size()) {
           const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
-          Vec idx, ce;
-          stream_argmax_ce<kC, T>(p + j, g.N, g.C, n, Vec::loadu(tf + j), idx, ce);
-          const Vec loss = load_vec<T>(attention + off + j, n) * ce;  // zero past n
+          Vec idx, m_minus_xt, z;  // (idx unused: the compiler drops the argmax)
+          stream_argmax_ce<kC, T>(p + j, g.N, g.C, n, Vec::loadu(tf + j), idx, m_minus_xt, z);
+          const Vec loss = load_vec<T>(attention + off + j, n) * (m_minus_xt + vlog(z));  // zero past n
           acc = acc + loss;
           if (loss_map != nullptr) store_vec(loss_map + off + j, loss, n);
         }

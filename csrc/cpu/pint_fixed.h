@@ -88,7 +88,7 @@ inline void pint_voxel_terms(const at::vec::Vectorized<T> (&x)[NC], const at::ve
   if (!with_loss) return;
   Vec xt = Vec(T(0));
   for (int c = 0; c < NC; ++c) xt = Vec::blendv(xt, x[c], tf == Vec(T(c)));
-  v.ce = m + vlog(z) - xt;
+  v.ce = (m - xt) + vlog(z);  // max - x[target] exact (large |logits|)
   Vec acc = Vec(T(0));
   for (int c = 0; c < NC; ++c) {
     const Vec d = v.s[c] - v.y[c];

@@ -30,12 +30,19 @@ inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool no
     }
     (acc * inv_c).store(buf.c + j);
   }
-  // ce = logsumexp(x) - x[target], the gather done as C selects.
+  // ce = logsumexp(x) - x[target] = (max - x[target]) + log_z (buf.b), the gather
+  // done as C selects. (max - x[target] is exact: lse - x[target] would lose a
+  // small ce to rounding once |logits| is large.)
   for (int64_t j = 0; j < kBlock; j += Vec::size()) {
     const Vec tf = Vec::loadu(buf.tf + j);
-    Vec xt(T(0));
-    for (int64_t c = 0; c < C; ++c) xt = Vec::blendv(xt, Vec::loadu(buf.x + c * kBlock + j), tf == Vec(T(c)));
-    (Vec::loadu(buf.b + j) - xt).store(buf.b + j);
+    Vec m = Vec::loadu(buf.x + j);
+    Vec xt = Vec::blendv(Vec(T(0)), m, tf == Vec(T(0)));
+    for (int64_t c = 1; c < C; ++c) {
+      const Vec x = Vec::loadu(buf.x + c * kBlock + j);
+      m = at::vec::maximum(m, x);
+      xt = Vec::blendv(xt, x, tf == Vec(T(c)));
+    }
+    ((m - xt) + Vec::loadu(buf.b + j)).store(buf.b + j);
   }
 }
 

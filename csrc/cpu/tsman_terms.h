@@ -1,7 +1,7 @@
 // Pieces of TSMAN's ops (SPEC 5-6) shared by loss_attention.cpp and
 // attended_cross_entropy.cpp: the attention map itself (the fused tsman_loss
-// computes it before its cross-entropy pass), the per-voxel log-sum-exp and
-// the argument checks.
+// computes it before its cross-entropy pass), the per-voxel argmax and
+// cross-entropy, and the argument checks.
 #pragma once
 
 #include "voxel_block.h"
@@ -34,20 +34,6 @@ double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const a
                              const SmoothingPlan& plan, const at::Tensor& target, const at::Tensor& out,
                              const at::Tensor& loss_map);
 
-// lse (per voxel) = logsumexp_C(x) over the block; the cross-entropy only
-// needs this, not the softmax itself.
-template <typename T>
-inline void block_logsumexp(const T* x, int64_t C, T* lse) {
-  using Vec = at::vec::Vectorized<T>;
-  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-    Vec m = Vec::loadu(x + j);
-    for (int64_t c = 1; c < C; ++c) m = at::vec::maximum(m, Vec::loadu(x + c * kBlock + j));
-    Vec z(T(0));
-    for (int64_t c = 0; c < C; ++c) z = z + vexp(Vec::loadu(x + c * kBlock + j) - m);
-    (m + vlog(z)).store(lse + j);
-  }
-}
-
 // Calls f(std::integral_constant<int, C>) for the common class counts 2-4 (the
 // class loops then unroll and the values stay in registers), else with 0 (C
 // read at run time).
@@ -71,27 +57,52 @@ inline void load_target_block(const TargetReader& reader, int64_t off, int64_t c
 // For n <= Vec::size() voxels of one item of channel-planar logits p (plane
 // stride N) read straight from memory (lanes past n are zero): the argmax
 // over classes (as T; strict >, so ties go to the lowest class, as
-// torch.argmax) and the cross-entropy logsumexp(x) - x[target].
+// torch.argmax) and the cross-entropy logsumexp(x) - x[target] split as
+// ce = (m - x[target]) + log(z), m = max_c x_c, z = sum_c exp(x_c - m) in
+// [1, C]: the caller adds the logs of several streams as one log of the
+// product of their z. NaN: x > m is false for a NaN, so a NaN in class 0
+// stays the maximum (m - x[target] is NaN) and a NaN in any other class is
+// never the argmax, so it enters z; either way the loss is NaN.
 template <int kC, typename T, typename S>
 inline void stream_argmax_ce(const S* p, int64_t N, int64_t C_rt, int64_t n, const at::vec::Vectorized<T>& tf,
-                             at::vec::Vectorized<T>& idx, at::vec::Vectorized<T>& ce) {
+                             at::vec::Vectorized<T>& idx, at::vec::Vectorized<T>& m_minus_xt,
+                             at::vec::Vectorized<T>& z) {
   using Vec = at::vec::Vectorized<T>;
   const int64_t C = kC > 0 ? kC : C_rt;
+  const Vec zero(T(0)), one(T(1));
   Vec m = load_vec<T>(p, n);
-  Vec best = m;
-  Vec xt = Vec::blendv(Vec(T(0)), m, tf == Vec(T(0)));
-  idx = Vec(T(0));
-  for (int64_t c = 1; c < C; ++c) {
-    const Vec x = load_vec<T>(p + c * N, n);
-    const Vec gt = x > best;
-    best = Vec::blendv(best, x, gt);
-    idx = Vec::blendv(idx, Vec(T(c)), gt);
-    m = at::vec::maximum(m, x);  // NaN propagates into the loss
-    xt = Vec::blendv(xt, x, tf == Vec(T(c)));
+  Vec xt = Vec::blendv(zero, m, tf == zero);
+  idx = zero;
+  if constexpr (kC == 2 || kC == 3) {
+    // The argmax class contributes exp(0) = 1: only the others need an exp.
+    Vec x[kC];
+    x[0] = m;
+    for (int c = 1; c < kC; ++c) {
+      x[c] = load_vec<T>(p + c * N, n);
+      const Vec gt = x[c] > m;
+      m = Vec::blendv(m, x[c], gt);
+      idx = Vec::blendv(idx, Vec(T(c)), gt);
+      xt = Vec::blendv(xt, x[c], tf == Vec(T(c)));
+    }
+    if constexpr (kC == 2) {
+      z = one + vexp(Vec::blendv(x[1], x[0], idx == one) - m);
+    } else {  // the two classes other than idx: (1, 2), (0, 2) or (0, 1)
+      const Vec o1 = Vec::blendv(x[0], x[1], idx == zero);
+      const Vec o2 = Vec::blendv(x[2], x[1], idx == Vec(T(2)));
+      z = one + vexp(o1 - m) + vexp(o2 - m);
+    }
+  } else {
+    for (int64_t c = 1; c < C; ++c) {
+      const Vec x = load_vec<T>(p + c * N, n);
+      const Vec gt = x > m;
+      m = Vec::blendv(m, x, gt);
+      idx = Vec::blendv(idx, Vec(T(c)), gt);
+      xt = Vec::blendv(xt, x, tf == Vec(T(c)));
+    }
+    z = zero;
+    for (int64_t c = 0; c < C; ++c) z = z + vexp(load_vec<T>(p + c * N, n) - m);
   }
-  Vec z(T(0));
-  for (int64_t c = 0; c < C; ++c) z = z + vexp(load_vec<T>(p + c * N, n) - m);
-  ce = m + vlog(z) - xt;
+  m_minus_xt = m - xt;
 }
 
 // Argmax only (ties to the lowest class).

@@ -206,9 +206,10 @@ inline void gather_planes(const scalar_t* base, int64_t C, int64_t N, int64_t n0
   }
 }
 
-// s = softmax_C(x) over the block; lse (per voxel) = logsumexp_C(x).
+// s = softmax_C(x) over the block; log_z (per voxel) = log sum_c exp(x_c - max_c x_c),
+// logsumexp(x) less the maximum (a cross-entropy adds max - x[target], exact, to it).
 template <typename T>
-inline void block_softmax(const T* x, int64_t C, T* s, T* lse) {
+inline void block_softmax(const T* x, int64_t C, T* s, T* log_z) {
   using Vec = at::vec::Vectorized<T>;
   for (int64_t j = 0; j < kBlock; j += Vec::size()) {
     Vec m = Vec::loadu(x + j);
@@ -221,7 +222,7 @@ inline void block_softmax(const T* x, int64_t C, T* s, T* lse) {
     }
     const Vec inv = Vec(T(1)) / z;
     for (int64_t c = 0; c < C; ++c) (Vec::loadu(s + c * kBlock + j) * inv).store(s + c * kBlock + j);
-    if (lse != nullptr) (m + vlog(z)).store(lse + j);
+    if (log_z != nullptr) vlog(z).store(log_z + j);
   }
 }
 

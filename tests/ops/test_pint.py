@@ -329,15 +329,18 @@ def test_missing_extension_falls_back_with_one_warning():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+@pytest.mark.parametrize("C", [2, 4, 6])  # the register paths (2, 4) and the block path (6)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_extreme_logits_and_probabilities(backend):
-    """±1e4 logits, all-equal rows and probabilities spanning 1e-30..1 stay finite and exact."""
+def test_extreme_logits_and_probabilities(backend, C):
+    """±1e4 logits, all-equal rows (also at -3e4, where logsumexp - x[t] would lose the ce of
+    log C to rounding in fp32) and probabilities spanning 1e-30..1 stay finite and exact."""
     g = torch.Generator().manual_seed(11)
-    B, C, S = 2, 4, (9, 8, 7)
+    B, S = 2, (9, 8, 7)
     logits = torch.randn((B, C, *S), generator=g, dtype=torch.float64) * 1e4
     logits[:, :, 0] = 3.0  # all-equal rows: softmax exactly uniform
+    logits[:, :, 2] = -3e4  # all-equal rows at a large magnitude: ce = log C exactly
     prob = torch.softmax(torch.randn((B, C, *S), generator=g, dtype=torch.float64) * 30, dim=1)
-    prob[:, :, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64).reshape(1, C, 1, 1)
+    prob[:, :, 1] = torch.nn.functional.one_hot(torch.tensor(0), C).double().reshape(1, C, 1, 1)
     target = torch.randint(0, C, (B, *S), generator=g)
     for dtype in (torch.float32, torch.float64):
         x = logits.to(dtype).requires_grad_()

@@ -253,6 +253,55 @@ def test_attended_cross_entropy_hand_computed(backend):
     torch.testing.assert_close(logits.grad.flatten(), torch.tensor([-0.375, 0.375], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("C", [2, 3, 4, 5])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cross_entropy_with_extreme_logits_and_ties(backend, C, dtype):
+    # The kernels form logsumexp from the largest logit (exp(0) = 1 without an exp, the others
+    # found by min/max for C <= 3) and the two streams' logs as one log of a product: check that
+    # against the reference where this could go wrong: logits ~1e4 apart, a -inf class, ties
+    # at the maximum (two and all classes), and the target on every class.
+    skip_unsupported(backend, dtype)
+    g = torch.Generator().manual_seed(70 + C)
+    a = 3.0 * torch.randn(2, C, 6, 7, 5, generator=g, dtype=torch.float64)
+    b = a + torch.randn(a.shape, generator=g, dtype=torch.float64)
+    a[0, 1, 0, 0, :] = -math.inf  # a class ruled out (the target there is 0)
+    b[1, 0, 2, 2, :] = -math.inf  # (the target there is 1)
+    a[1, :, 3, 3, 3] = 1e4 * torch.arange(C, dtype=torch.float64)
+    b[0, :, 1, 1, 1] = -3e4
+    a[0, :, 4, 4, :] = 2.5  # all classes tie
+    b[1, :2, 5, 1, :] = 7.0  # the two lowest classes tie at the maximum
+    target = torch.randint(0, C, (2, 6, 7, 5), generator=g)
+    target[0, 0, 0, :] = 0
+    target[1, 2, 2, :] = 1
+    dev = device_for(backend)
+    xa, xb, t = a.to(dtype).to(dev), b.to(dtype).to(dev), target.to(dev)
+    ra, rb = a.to(dtype).double(), b.to(dtype).double()
+    for sd in (2, 3):
+        for reduction in ("none", "sum"):
+            loss = ops.tsman_loss(xa, xb, t, spatial_dims=sd, reduction=reduction, backend=backend)
+            ref, _ = reference.tsman_loss(ra, rb, target, spatial_dims=sd, reduction=reduction)
+            assert torch.isfinite(ref).all()
+            scale = 1.0 if reduction == "none" else 1.0 / target.numel()
+            assert_close(loss * scale, ref * scale, dtype, f"tsman_loss spatial_dims={sd} ({reduction})")
+    att = torch.rand(2, 6, 7, 5, generator=g, dtype=torch.float64)
+    for x, r in ((xa, ra), (xb, rb)):
+        loss = ops.attended_cross_entropy(x, t, att.to(dtype).to(dev), reduction="none", backend=backend)
+        ref = reference.attended_cross_entropy(r, target, att.to(dtype).double(), reduction="none")
+        assert_close(loss, ref, dtype, "attended_cross_entropy")
+    # A NaN logit in any class (the first, which starts the running maximum, or a later one)
+    # makes that voxel's loss NaN, as in the reference, and nowhere else.
+    for c in range(C):
+        na, nb = xa.clone(), xb.clone()
+        na[0, c, 2, 3, 1] = math.nan
+        nb[1, C - 1 - c, 4, 0, 2] = math.nan
+        loss = ops.tsman_loss(na, nb, t, spatial_dims=3, reduction="none", backend=backend).cpu()
+        ref, _ = reference.tsman_loss(na.cpu().double(), nb.cpu().double(), target, spatial_dims=3, reduction="none")
+        assert torch.equal(loss.isnan(), ref.isnan()) and int(ref.isnan().sum()) == 2, f"NaN in class {c}"
+        ce = ops.attended_cross_entropy(na, t, att.to(dtype).to(dev), reduction="none", backend=backend).cpu()
+        assert torch.isnan(ce[0, 2, 3, 1]) and int(ce.isnan().sum()) == 1, f"NaN in class {c}"
+
+
 # ---------------------------------------------------------------- autograd, opcheck, compile
 
 
