@@ -135,11 +135,10 @@ void smooth_rows(const T* src, Out* dst, const AxisView& v, const std::vector<T>
 
 // For the voxels [n0, n0 + cnt) of item b: d (0 or 1, as T) into dloc
 // (written in whole vectors: lanes past cnt are 0) and, with a reader, the
-// summed cross-entropy of both streams into ce[0, cnt). The labels are read
-// vector by vector, next to the logits, so their cache misses overlap the
-// math; no software prefetch: with seven streams the hardware prefetcher
-// keeps up, and bursts of prefetches measured 25 % slower (they stall once
-// the miss buffers are full).
+// summed cross-entropy of both streams into ce[0, cnt); the labels are read
+// vector by vector (load_labels). No software prefetch: for these seven
+// streams bursts of prefetches measured 25 % slower than the hardware
+// prefetcher alone (they stall once the miss buffers are full).
 template <typename scalar_t, int kC>
 inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_t* logits_b,
                       const TargetReader* reader, int64_t b, int64_t n0, int64_t cnt, at::opmath_type<scalar_t>* dloc,
@@ -148,13 +147,11 @@ inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_
   using Vec = at::vec::Vectorized<T>;
   const scalar_t* pa = logits_a + b * g.C * g.N + n0;
   const scalar_t* pb = logits_b + b * g.C * g.N + n0;
-  T labels[Vec::size()];
   for (int64_t j = 0; j < cnt; j += Vec::size()) {
     const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
     Vec ia, ib;
     if (reader != nullptr) {
-      reader->load(b * g.N + n0 + j, n, labels);
-      const Vec tv = load_vec<T>(labels, n);
+      const Vec tv = load_labels<T>(*reader, b * g.N + n0 + j, n);
       Vec da, db, za, zb;
       stream_argmax_ce<kC, T>(pa + j, g.N, g.C, n, tv, ia, da, za);
       stream_argmax_ce<kC, T>(pb + j, g.N, g.C, n, tv, ib, db, zb);

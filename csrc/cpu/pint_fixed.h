@@ -114,9 +114,6 @@ inline void pint_voxel_grad(const PintVoxels<NC, T>& v, const at::vec::Vectorize
   }
 }
 
-// Blocks ahead whose inputs are prefetched.
-constexpr int64_t kPrefetchBlocks = 2;
-
 // Calls f(std::integral_constant<int, C>{}) for the register paths' class
 // counts 2-4 and returns true; false (f not called) for other C.
 template <typename F>
@@ -136,25 +133,6 @@ inline bool dispatch_fixed(int64_t C, bool hard, F&& f) {
     if (hard) f(nc, std::true_type{});
     else f(nc, std::false_type{});
   });
-}
-
-// At the start of block blk of item b (cnt voxels from n = blk * kBlock):
-// prefetches the labels, logits and probabilities kPrefetchBlocks ahead and
-// loads this block's labels (checked) as T into tf.
-template <int NC, typename scalar_t, typename T>
-inline void start_block(const Geometry& g, const TargetReader& reader, const scalar_t* xb, const scalar_t* pb,
-                        int64_t b, int64_t blk, int64_t cnt, T* tf) {
-  const int64_t n0 = blk * kBlock;
-  if (blk + kPrefetchBlocks < g.blocks_per_item) {
-    const int64_t nf = n0 + kPrefetchBlocks * kBlock;
-    const int64_t cf = std::min(kBlock, g.N - nf);
-    reader.prefetch(b * g.N + nf, cf);
-    for (int c = 0; c < NC; ++c) {
-      prefetch_bytes(xb + c * g.N + nf, cf * static_cast<int64_t>(sizeof(scalar_t)));
-      prefetch_bytes(pb + c * g.N + nf, cf * static_cast<int64_t>(sizeof(scalar_t)));
-    }
-  }
-  reader.load_math(b * g.N + n0, cnt, tf);
 }
 
 // One vector of voxels (lanes real ones, from voxel n) of the class planes of
@@ -193,7 +171,6 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
   const bool with_grad = job.grad_logits != nullptr;
   const T two_over_c = T(2) / static_cast<T>(NC);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) T tf[kBlock];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b = chunk / g.chunks_per_item;
       const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
@@ -205,14 +182,13 @@ void pint_pixel_pass_fixed(const Geometry& g, const scalar_t* logits, const scal
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        start_block<NC>(g, reader, xb, pb, b, blk, cnt, tf);
         Vec acc = Vec(T(0));
         // Loads one vector of voxels (lanes real ones) and evaluates its terms.
         auto eval = [&](int64_t j, int64_t lanes, PintVoxels<NC, T>& v, Vec& t) {
           const int64_t n = n0 + j;
           Vec x[NC], p[NC];
           load_voxels<NC>(xb, pb, g.N, n, lanes, x, p);
-          t = Vec::loadu(tf + j);
+          t = load_labels<T>(reader, b * g.N + n, lanes);
           pint_voxel_terms<NC, HARD, T>(x, p, t, job.normalize, with_loss, v);
         };
         // Writes its loss and gradient.
@@ -271,7 +247,6 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
   const int64_t P = sl.inner * sl.n_slices;
   const bool by_phase = P >= W && P <= kMaxPeriod;
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) T tf[kBlock];
     // by phase: 3 rows of P + W sums; otherwise 3 sums per slice.
     std::vector<T> acc(by_phase ? 3 * (P + W) : 3 * sl.n_slices);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -290,14 +265,13 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        start_block<NC>(g, reader, xb, pb, b, blk, cnt, tf);
         for (int64_t j = 0; j < cnt; j += W) {
           const int64_t n = n0 + j;
           const int64_t lanes = std::min<int64_t>(W, cnt - j);
           Vec x[NC], p[NC];
           load_voxels<NC>(xb, pb, g.N, n, lanes, x, p);
           PintVoxels<NC, T> v;
-          pint_voxel_terms<NC, HARD, T>(x, p, Vec::loadu(tf + j), normalize, /*with_loss=*/true, v);
+          pint_voxel_terms<NC, HARD, T>(x, p, load_labels<T>(reader, b * g.N + n, lanes), normalize, /*with_loss=*/true, v);
           Vec u = v.u, ce = v.ce, mse = v.mse;
           if (lanes < W) {  // tail: real voxels only
             u = Vec::set(Vec(T(0)), u, lanes);
@@ -370,7 +344,6 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
   const bool by_phase = P >= W && P <= kMaxPeriod;
   const T two_over_c = T(2) / static_cast<T>(NC);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) T tf[kBlock];
     std::vector<T> phase_w(by_phase ? 2 * (P + W) : 0);
     int64_t phase_item = -1;
     for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -396,7 +369,6 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
-        start_block<NC>(g, reader, xb, pb, b, blk, cnt, tf);
         for (int64_t j = 0; j < cnt; j += W) {
           const int64_t n = n0 + j;
           const int64_t lanes = std::min<int64_t>(W, cnt - j);
@@ -427,7 +399,7 @@ void pint_image_grad_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
           softmax_voxels<NC, T>(x, v.s, m, z);
           pseudo_voxels<NC, HARD, T>(p, v.y);
           Vec gr[NC];
-          pint_voxel_grad<NC, T>(v, Vec::loadu(tf + j), w_ce_v, w2_v, gr);
+          pint_voxel_grad<NC, T>(v, load_labels<T>(reader, b * g.N + n, lanes), w_ce_v, w2_v, gr);
           scalar_t* out = grad_logits + b * NC * g.N + n;
           for (int c = 0; c < NC; ++c) store_vec(out + c * g.N, gr[c], lanes);
         }

@@ -90,14 +90,6 @@ struct SliceCursor {
   }
 };
 
-// Software prefetch of a byte range (one hint per 64-byte line). The register
-// paths read 2C + 1 streams at once; the hardware prefetcher alone leaves the
-// first touch of each block's labels waiting on memory.
-inline void prefetch_bytes(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 3);
-}
-
 // Reads target values of any integer (or bool) dtype into int64, recording
 // the first value outside [0, C) instead of throwing inside a parallel region.
 struct TargetReader {
@@ -147,11 +139,6 @@ struct TargetReader {
   inline void load_math(int64_t off, int64_t cnt, T* t) const {
     load(off, cnt, t);
     for (int64_t j = cnt; j < kBlock; ++j) t[j] = T(0);
-  }
-
-  inline void prefetch(int64_t off, int64_t cnt) const {
-    const int64_t size = static_cast<int64_t>(c10::elementSize(type));
-    prefetch_bytes(static_cast<const char*>(ptr) + off * size, cnt * size);
   }
 };
 
@@ -307,6 +294,24 @@ inline at::vec::Vectorized<T> load_vec(const S* p, int64_t n) {
     }
     return Vec::loadu(tmp);
   }
+}
+
+// The labels off .. off + n (n <= Vec::size(), checked as TargetReader::load
+// does) as a Vectorized<T>, lanes past n zero. The register paths read labels
+// vector by vector, next to the logits, so their cache misses overlap the math
+// (a block's labels read at once stalled on that first touch; software
+// prefetch of the block two ahead moved the stall onto the prefetches once
+// the miss buffers filled, and measured slower than the hardware prefetcher).
+template <typename T>
+inline at::vec::Vectorized<T> load_labels(const TargetReader& reader, int64_t off, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  alignas(64) T t[Vec::size()];
+  if (n == Vec::size()) {
+    reader.load(off, Vec::size(), t);
+    return Vec::loadu(t);
+  }
+  reader.load(off, n, t);
+  return load_vec<T>(t, n);
 }
 
 // Stores the first n lanes of v into p, converting to S.
