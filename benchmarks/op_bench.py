@@ -17,7 +17,7 @@ Modes:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -140,6 +140,12 @@ class OpBench:
 
     def min_bytes(self, x: dict, mode: str) -> Optional[int]:
         return traffic.min_bytes(self.name, mode, x)
+
+    def work_note(self, provider: str, mode: str) -> Tuple[str, bool]:
+        """(note, bandwidth applies) for a provider whose work in `mode` is not what the mode's
+        minimum traffic assumes (e.g. a gradient computed in the forward): the note goes into the
+        row; where the bandwidth does not apply, the row gets none and no bandwidth target."""
+        return "", True
 
     def grad_bytes(self, x: dict) -> int:
         """Bytes of the gradients the backward returns (the memory target's unit)."""

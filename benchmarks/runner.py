@@ -152,8 +152,13 @@ def _measure_group(
             warmup_s=first[provider], peak_bytes=peak, memory_method=method,
             min_bytes=min_bytes, grad_bytes=grad_bytes,
         )
-        if min_bytes is not None:
-            row.gbps = min_bytes / row.median_s / 1e9
+        note, bandwidth_applies = bench.work_note(provider, mode)
+        if note:
+            row.target = note
+        if not bandwidth_applies:
+            row.min_bytes = None
+        if row.min_bytes is not None:
+            row.gbps = row.min_bytes / row.median_s / 1e9
         group.append(row)
 
     by_provider = {r.provider: r for r in group}

@@ -165,3 +165,23 @@ def test_targets_say_met_and_missed():
     assert rows[0].target == "" and rows[1].target == ""
     not_measured = {t.target for t in results if t.verdict == "not measured"}
     assert "tsman_loss fwd+bwd spatial_dims=2 >= 20x eager" in not_measured
+
+
+@pytest.mark.skipif(not pyseg_noise.ops.HAS_CPU_EXTENSION, reason="C++ extension not built")
+def test_gradient_made_in_the_forward_has_no_backward_bandwidth(tmp_path):
+    # pint_pixel_loss on the C++ backend computes the gradient in its forward: its bwd row
+    # only scales it, so a bandwidth from the backward's minimum traffic would read as many
+    # times the copy bandwidth. That row gets a note and no bandwidth (nor its target); the
+    # eager row keeps its bytes, and the fwd row says what it includes.
+    argv = [
+        "--ops", "pint_pixel_loss", "--sizes", "smoke", "--modes", "fwd,bwd", "--providers", "reference,cpu",
+        "--repeats", "3", "--warmup", "1", "--copy-mb", "8", "--out", str(tmp_path),
+    ]
+    assert main(argv) == 0
+    data = {(r["op"], r["mode"], r["provider"]): r for r in _read_csv(tmp_path / "results.csv")}
+    cpu_bwd = data[("pint_pixel_loss", "bwd", "cpu")]
+    assert cpu_bwd["min_bytes"] == "" and cpu_bwd["gbps"] == "" and cpu_bwd["pct_copy"] == ""
+    assert "only scales the gradient" in cpu_bwd["target"] and "copy" not in cpu_bwd["target"]
+    assert int(data[("pint_pixel_loss", "bwd", "reference")]["min_bytes"]) > 0
+    cpu_fwd = data[("pint_pixel_loss", "fwd", "cpu")]
+    assert float(cpu_fwd["gbps"]) > 0 and "includes the gradient" in cpu_fwd["target"]
