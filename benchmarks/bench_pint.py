@@ -157,6 +157,9 @@ class PintImageLoss(PintPixelLoss):
     def call(self, fn: Callable, x: dict, variant: str):
         return fn(x["logits"], x["target"], x["teacher_prob"], pseudo_label=variant, slice_dim=-1)
 
+    def work_note(self, provider: str, mode: str) -> Tuple[str, bool]:
+        return "", True  # its forward and backward are separate passes (the per-slice weights come last)
+
 
 BENCHES = (TeacherUncertainty(), TeacherUncertaintyStream(), PintPixelLoss(), SliceUncertainty(), PintImageLoss())
 

@@ -174,8 +174,8 @@ def test_gradient_made_in_the_forward_has_no_backward_bandwidth(tmp_path):
     # times the copy bandwidth. That row gets a note and no bandwidth (nor its target); the
     # eager row keeps its bytes, and the fwd row says what it includes.
     argv = [
-        "--ops", "pint_pixel_loss", "--sizes", "smoke", "--modes", "fwd,bwd", "--providers", "reference,cpu",
-        "--repeats", "3", "--warmup", "1", "--copy-mb", "8", "--out", str(tmp_path),
+        "--ops", "pint_pixel_loss,pint_image_loss", "--sizes", "smoke", "--modes", "fwd,bwd",
+        "--providers", "reference,cpu", "--repeats", "3", "--warmup", "1", "--copy-mb", "8", "--out", str(tmp_path),
     ]
     assert main(argv) == 0
     data = {(r["op"], r["mode"], r["provider"]): r for r in _read_csv(tmp_path / "results.csv")}
@@ -185,3 +185,7 @@ def test_gradient_made_in_the_forward_has_no_backward_bandwidth(tmp_path):
     assert int(data[("pint_pixel_loss", "bwd", "reference")]["min_bytes"]) > 0
     cpu_fwd = data[("pint_pixel_loss", "fwd", "cpu")]
     assert float(cpu_fwd["gbps"]) > 0 and "includes the gradient" in cpu_fwd["target"]
+    # pint_image_loss's backward is a pass of its own: bytes and bandwidth as usual, no note
+    for mode in ("fwd", "bwd"):
+        row = data[("pint_image_loss", mode, "cpu")]
+        assert int(row["min_bytes"]) > 0 and float(row["gbps"]) > 0 and "gradient" not in row["target"]
