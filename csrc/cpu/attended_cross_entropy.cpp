@@ -103,7 +103,7 @@ void attended_ce_backward_kernel_impl(const Geometry& g, const Streams<scalar_t>
           const Vec inv = Vec(T(1)) / z;
           scalar_t* out = grads[s] + b * g.C * g.N + n0 + j;
           for (int64_t c = 0; c < C; ++c) {
-            const Vec onehot = Vec::blendv(Vec(T(0)), Vec(T(1)), tv == Vec(T(c)));
+            const Vec onehot = where_eq(tv, Vec(T(c)), Vec(T(1)), Vec(T(0)));
             store_vec(out + c * g.N, w * (Vec::loadu(e.data() + c * Vec::size()) * inv - onehot), n);
           }
         }

@@ -23,6 +23,37 @@ inline at::vec::Vectorized<T> vlog(const at::vec::Vectorized<T>& v) {
   return v.log();
 }
 
+// Lane-wise selects: where_gt(a, b, x, y) = a > b ? x : y, where_eq(a, b, x, y) =
+// a == b ? x : y (ordered compares: a NaN lane takes y). Vectorized's compares
+// return a vector mask that blendv turns back into a mask register under
+// AVX-512 (compare, materialize, compare, blend): these specializations
+// compare straight into the mask register that the blend takes.
+template <typename T>
+inline at::vec::Vectorized<T> where_gt(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b,
+                                       const at::vec::Vectorized<T>& x, const at::vec::Vectorized<T>& y) {
+  return at::vec::Vectorized<T>::blendv(y, x, a > b);
+}
+
+template <typename T>
+inline at::vec::Vectorized<T> where_eq(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b,
+                                       const at::vec::Vectorized<T>& x, const at::vec::Vectorized<T>& y) {
+  return at::vec::Vectorized<T>::blendv(y, x, a == b);
+}
+
+#if defined(CPU_CAPABILITY_AVX512)
+template <>
+inline at::vec::Vectorized<float> where_gt(const at::vec::Vectorized<float>& a, const at::vec::Vectorized<float>& b,
+                                           const at::vec::Vectorized<float>& x, const at::vec::Vectorized<float>& y) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
+}
+
+template <>
+inline at::vec::Vectorized<float> where_eq(const at::vec::Vectorized<float>& a, const at::vec::Vectorized<float>& b,
+                                           const at::vec::Vectorized<float>& x, const at::vec::Vectorized<float>& y) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), y, x);
+}
+#endif
+
 #if defined(CPU_CAPABILITY_AVX2)
 template <>
 inline at::vec::Vectorized<float> vexp(const at::vec::Vectorized<float>& v) {

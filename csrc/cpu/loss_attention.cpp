@@ -161,7 +161,7 @@ inline void row_terms(const Geometry& g, const scalar_t* logits_a, const scalar_
       ia = stream_argmax<kC, T>(pa + j, g.N, g.C, n);
       ib = stream_argmax<kC, T>(pb + j, g.N, g.C, n);
     }
-    ((ia != ib) & Vec(T(1))).store(dloc + j);
+    where_eq(ia, ib, Vec(T(0)), Vec(T(1))).store(dloc + j);
   }
 }
 

@@ -35,9 +35,8 @@ inline void softmax_voxels(const at::vec::Vectorized<T> (&x)[NC], at::vec::Vecto
     z = Vec(T(1)) + e;
     const Vec big = Vec(T(1)) / z;
     const Vec small = e * big;
-    const Vec one_larger = d > Vec(T(0));
-    s[1] = Vec::blendv(small, big, one_larger);
-    s[0] = Vec::blendv(big, small, one_larger);
+    s[1] = where_gt(d, Vec(T(0)), big, small);  // class 1 the larger
+    s[0] = where_gt(d, Vec(T(0)), small, big);
     m = at::vec::maximum(x[0], x[1]);
   } else {
     m = x[0];
@@ -60,11 +59,10 @@ inline void pseudo_voxels(const at::vec::Vectorized<T> (&p)[NC], at::vec::Vector
     Vec best = p[0];
     Vec idx = Vec(T(0));
     for (int c = 1; c < NC; ++c) {
-      const Vec gt = p[c] > best;  // strict: ties keep the lower class
-      best = Vec::blendv(best, p[c], gt);
-      idx = Vec::blendv(idx, Vec(T(c)), gt);
+      idx = where_gt(p[c], best, Vec(T(c)), idx);  // strict: ties keep the lower class
+      best = where_gt(p[c], best, p[c], best);
     }
-    for (int c = 0; c < NC; ++c) y[c] = Vec::blendv(Vec(T(0)), Vec(T(1)), idx == Vec(T(c)));
+    for (int c = 0; c < NC; ++c) y[c] = where_eq(idx, Vec(T(c)), Vec(T(1)), Vec(T(0)));
   } else {
     for (int c = 0; c < NC; ++c) y[c] = p[c];
   }
@@ -87,7 +85,7 @@ inline void pint_voxel_terms(const at::vec::Vectorized<T> (&x)[NC], const at::ve
   pseudo_voxels<NC, HARD, T>(p, v.y);
   if (!with_loss) return;
   Vec xt = Vec(T(0));
-  for (int c = 0; c < NC; ++c) xt = Vec::blendv(xt, x[c], tf == Vec(T(c)));
+  for (int c = 0; c < NC; ++c) xt = where_eq(tf, Vec(T(c)), x[c], xt);
   v.ce = (m - xt) + vlog(z);  // max - x[target] exact (large |logits|)
   Vec acc = Vec(T(0));
   for (int c = 0; c < NC; ++c) {
@@ -108,7 +106,7 @@ inline void pint_voxel_grad(const PintVoxels<NC, T>& v, const at::vec::Vectorize
   Vec dot = Vec(T(0));
   for (int c = 0; c < NC; ++c) dot = at::vec::fmadd(v.s[c] - v.y[c], v.s[c], dot);
   for (int c = 0; c < NC; ++c) {
-    const Vec onehot = Vec::blendv(Vec(T(0)), Vec(T(1)), tf == Vec(T(c)));
+    const Vec onehot = where_eq(tf, Vec(T(c)), Vec(T(1)), Vec(T(0)));
     const Vec dmse = v.s[c] * (v.s[c] - v.y[c] - dot);
     g[c] = at::vec::fmadd(w_ce, v.s[c] - onehot, w2 * dmse);
   }

@@ -36,11 +36,11 @@ inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool no
   for (int64_t j = 0; j < kBlock; j += Vec::size()) {
     const Vec tf = Vec::loadu(buf.tf + j);
     Vec m = Vec::loadu(buf.x + j);
-    Vec xt = Vec::blendv(Vec(T(0)), m, tf == Vec(T(0)));
+    Vec xt = where_eq(tf, Vec(T(0)), m, Vec(T(0)));
     for (int64_t c = 1; c < C; ++c) {
       const Vec x = Vec::loadu(buf.x + c * kBlock + j);
       m = at::vec::maximum(m, x);
-      xt = Vec::blendv(xt, x, tf == Vec(T(c)));
+      xt = where_eq(tf, Vec(T(c)), x, xt);
     }
     ((m - xt) + Vec::loadu(buf.b + j)).store(buf.b + j);
   }
@@ -65,7 +65,7 @@ inline void pint_block_grad(BlockBuffers<T>& buf, int64_t C, bool hard) {
     const Vec tf = Vec::loadu(buf.tf + j);
     for (int64_t c = 0; c < C; ++c) {
       const Vec sc = Vec::loadu(buf.s + c * kBlock + j);
-      const Vec onehot = Vec::blendv(Vec(T(0)), Vec(T(1)), tf == Vec(T(c)));
+      const Vec onehot = where_eq(tf, Vec(T(c)), Vec(T(1)), Vec(T(0)));
       const Vec dmse = sc * (sc - pseudo_label(hard, buf.p, buf.d, c, j) - dot);
       (w_ce * (sc - onehot) + w_mse * dmse).store(buf.s + c * kBlock + j);
     }

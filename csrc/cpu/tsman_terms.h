@@ -71,7 +71,7 @@ inline void stream_argmax_ce(const S* p, int64_t N, int64_t C_rt, int64_t n, con
   const int64_t C = kC > 0 ? kC : C_rt;
   const Vec zero(T(0)), one(T(1));
   Vec m = load_vec<T>(p, n);
-  Vec xt = Vec::blendv(zero, m, tf == zero);
+  Vec xt = where_eq(tf, zero, m, zero);
   idx = zero;
   if constexpr (kC == 2 || kC == 3) {
     // The argmax class contributes exp(0) = 1: only the others need an exp.
@@ -79,25 +79,23 @@ inline void stream_argmax_ce(const S* p, int64_t N, int64_t C_rt, int64_t n, con
     x[0] = m;
     for (int c = 1; c < kC; ++c) {
       x[c] = load_vec<T>(p + c * N, n);
-      const Vec gt = x[c] > m;
-      m = Vec::blendv(m, x[c], gt);
-      idx = Vec::blendv(idx, Vec(T(c)), gt);
-      xt = Vec::blendv(xt, x[c], tf == Vec(T(c)));
+      idx = where_gt(x[c], m, Vec(T(c)), idx);
+      m = where_gt(x[c], m, x[c], m);
+      xt = where_eq(tf, Vec(T(c)), x[c], xt);
     }
     if constexpr (kC == 2) {
-      z = one + vexp(Vec::blendv(x[1], x[0], idx == one) - m);
+      z = one + vexp(where_eq(idx, one, x[0], x[1]) - m);
     } else {  // the two classes other than idx: (1, 2), (0, 2) or (0, 1)
-      const Vec o1 = Vec::blendv(x[0], x[1], idx == zero);
-      const Vec o2 = Vec::blendv(x[2], x[1], idx == Vec(T(2)));
+      const Vec o1 = where_eq(idx, zero, x[1], x[0]);
+      const Vec o2 = where_eq(idx, Vec(T(2)), x[1], x[2]);
       z = one + vexp(o1 - m) + vexp(o2 - m);
     }
   } else {
     for (int64_t c = 1; c < C; ++c) {
       const Vec x = load_vec<T>(p + c * N, n);
-      const Vec gt = x > m;
-      m = Vec::blendv(m, x, gt);
-      idx = Vec::blendv(idx, Vec(T(c)), gt);
-      xt = Vec::blendv(xt, x, tf == Vec(T(c)));
+      idx = where_gt(x, m, Vec(T(c)), idx);
+      m = where_gt(x, m, x, m);
+      xt = where_eq(tf, Vec(T(c)), x, xt);
     }
     z = zero;
     for (int64_t c = 0; c < C; ++c) z = z + vexp(load_vec<T>(p + c * N, n) - m);
@@ -114,9 +112,8 @@ inline at::vec::Vectorized<T> stream_argmax(const S* p, int64_t N, int64_t C_rt,
   Vec idx(T(0));
   for (int64_t c = 1; c < C; ++c) {
     const Vec x = load_vec<T>(p + c * N, n);
-    const Vec gt = x > best;
-    best = Vec::blendv(best, x, gt);
-    idx = Vec::blendv(idx, Vec(T(c)), gt);
+    idx = where_gt(x, best, Vec(T(c)), idx);
+    best = where_gt(x, best, x, best);
   }
   return idx;
 }

@@ -238,9 +238,8 @@ inline void block_argmax(const T* p, int64_t C, T* k) {
     Vec idx(T(0));
     for (int64_t c = 1; c < C; ++c) {
       const Vec pc = Vec::loadu(p + c * kBlock + j);
-      const Vec gt = pc > best;  // strict: ties keep the lower index
-      best = Vec::blendv(best, pc, gt);
-      idx = Vec::blendv(idx, Vec(T(c)), gt);
+      idx = where_gt(pc, best, Vec(T(c)), idx);  // strict: ties keep the lower index
+      best = where_gt(pc, best, pc, best);
     }
     idx.store(k + j);
   }
@@ -251,7 +250,7 @@ template <typename T>
 inline at::vec::Vectorized<T> pseudo_label(bool hard, const T* p, const T* k, int64_t c, int64_t j) {
   using Vec = at::vec::Vectorized<T>;
   if (!hard) return Vec::loadu(p + c * kBlock + j);
-  return Vec::blendv(Vec(T(0)), Vec(T(1)), Vec::loadu(k + j) == Vec(T(c)));
+  return where_eq(Vec::loadu(k + j), Vec(T(c)), Vec(T(1)), Vec(T(0)));
 }
 
 template <typename T>
@@ -305,6 +304,20 @@ inline at::vec::Vectorized<T> load_vec(const S* p, int64_t n) {
 template <typename T>
 inline at::vec::Vectorized<T> load_labels(const TargetReader& reader, int64_t off, int64_t n) {
   using Vec = at::vec::Vectorized<T>;
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, float>) {
+    // int64 labels (torch's default) in registers: two loads, one unsigned range
+    // test for both halves (a negative label is a huge unsigned one), two
+    // conversions; a vector with a bad label takes the checked path below.
+    if (reader.type == at::kLong && n == Vec::size()) {
+      const int64_t* p = static_cast<const int64_t*>(reader.ptr) + off;
+      const __m512i lo = _mm512_loadu_si512(p), hi = _mm512_loadu_si512(p + 8);
+      const __m512i c = _mm512_set1_epi64(reader.C);
+      if ((_mm512_cmpge_epu64_mask(lo, c) | _mm512_cmpge_epu64_mask(hi, c)) == 0)
+        return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtepi64_ps(lo)), _mm512_cvtepi64_ps(hi), 1);
+    }
+  }
+#endif
   alignas(64) T t[Vec::size()];
   if (n == Vec::size()) {
     reader.load(off, Vec::size(), t);
