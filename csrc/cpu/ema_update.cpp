@@ -1,10 +1,12 @@
 // SPEC 7: ema <- decay * ema + (1 - decay) * tensor, in place, for a whole
 // model's parameter list in one call.
 //
-// The tensors are cut into fixed chunks of kEmaChunk elements; one
-// at::parallel_for runs over the chunks of all tensors together, so a list of
-// many small tensors and a few large ones keeps every thread busy without a
-// launch per tensor. The element type of each (ema, tensor) pair is resolved
+// All tensors' elements are laid end to end in one index space; one
+// at::parallel_for splits that space (grain kEmaChunk elements) and each
+// thread updates the pieces of the tensors its range covers, so a list of
+// many small tensors and a few large ones is divided evenly by elements
+// (splitting a list of per-tensor chunks by count left one thread with most
+// of the bytes) without a launch per tensor. The element type of each (ema, tensor) pair is resolved
 // once, outside the parallel region, into a function pointer. The update is
 // ATen's lerp with weight 1 - decay, computed in the ema tensor's math type
 // (float for float16/bfloat16), so it matches torch._foreach_lerp_.
@@ -12,11 +14,13 @@
 
 #include "voxel_block.h"
 
+#include <algorithm>
+
 namespace pyseg_noise {
 namespace cpu {
 namespace {
 
-constexpr int64_t kEmaChunk = 1 << 15;  // elements per work item (a multiple of every SIMD width)
+constexpr int64_t kEmaChunk = 1 << 15;  // the parallel grain, in elements
 
 // m <= Vec::size() source values as the math type T, rounded through the ema
 // dtype E first (as ema.add_(tensor.to(ema.dtype) * ...) would).
@@ -70,11 +74,12 @@ LerpFn lerp_fn(at::ScalarType ema_type, at::ScalarType src_type) {
   return fn;
 }
 
-struct EmaChunk {
+// One tensor pair, its elements at [start, start + numel) of the joint index space.
+struct EmaSegment {
   LerpFn fn;
   void* ema;
   const void* src;
-  int64_t offset, count;
+  int64_t start, numel;
 };
 
 }  // namespace
@@ -90,7 +95,8 @@ void ema_update_cpu(at::TensorList ema_tensors, at::TensorList tensors, const at
   TORCH_CHECK(decay.device().is_cpu(), op, ": the CPU kernel reads decay on the CPU, got a tensor on ", decay.device());
   const double weight = 1.0 - decay.item<double>();
 
-  std::vector<EmaChunk> chunks;
+  std::vector<EmaSegment> segments;
+  int64_t total = 0;
   std::vector<at::Tensor> keep_alive;                         // contiguous copies of sources
   std::vector<std::pair<at::Tensor, at::Tensor>> write_back;  // (user's ema tensor, its contiguous stand-in)
   for (size_t i = 0; i < ema_tensors.size(); ++i) {
@@ -117,14 +123,18 @@ void ema_update_cpu(at::TensorList ema_tensors, at::TensorList tensors, const at
       sw = at::empty_like(ew, s.options()).copy_(s);
       keep_alive.push_back(sw);
     }
-    const LerpFn fn = lerp_fn(ew.scalar_type(), sw.scalar_type());
-    for (int64_t off = 0; off < ew.numel(); off += kEmaChunk)
-      chunks.push_back({fn, ew.data_ptr(), sw.const_data_ptr(), off, std::min(kEmaChunk, ew.numel() - off)});
+    segments.push_back({lerp_fn(ew.scalar_type(), sw.scalar_type()), ew.data_ptr(), sw.const_data_ptr(), total,
+                        ew.numel()});
+    total += ew.numel();
   }
-  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const EmaChunk& c = chunks[k];
-      c.fn(c.ema, c.src, c.offset, c.count, weight);
+  at::parallel_for(0, total, kEmaChunk, [&](int64_t begin, int64_t end) {
+    // the first segment that ends after begin, then every one that starts before end
+    auto it = std::upper_bound(segments.begin(), segments.end(), begin,
+                               [](int64_t v, const EmaSegment& g) { return v < g.start + g.numel; });
+    for (; it != segments.end() && it->start < end; ++it) {
+      const int64_t lo = std::max(begin, it->start) - it->start;
+      const int64_t hi = std::min(end, it->start + it->numel) - it->start;
+      it->fn(it->ema, it->src, lo, hi - lo, weight);
     }
   });
   for (auto& [user, stand_in] : write_back) user.copy_(stand_in);

@@ -67,6 +67,26 @@ def test_cpu_is_bitwise_foreach_lerp_for_float32():
         torch.testing.assert_close(e, x, rtol=1.2e-7, atol=1e-7)
 
 
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_threads_split_the_list_anywhere(threads):
+    # The C++ op lays all tensors end to end and splits that index space between threads:
+    # the split points fall inside tensors, at their ends and between small ones.
+    g = torch.Generator().manual_seed(21)
+    sizes = [int(v) for v in torch.randint(1, 90_000, (40,), generator=g)] + [1, 32_768, 32_769, 5, 65_536]
+    ema, src = make_lists(sizes, torch.float32, "cpu", seed=22)
+    expected = [e.clone() for e in ema]
+    torch._foreach_lerp_(expected, src, 1.0 - 0.9)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ops.ema_update_(ema, src, 0.9, backend="cpu")
+    finally:
+        torch.set_num_threads(old)
+    for i, (e, x) in enumerate(zip(ema, expected)):
+        torch.testing.assert_close(e, x, rtol=1.2e-7, atol=1e-7, msg=lambda m: f"tensor {i}: {m}")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mixed_dtypes_sizes_and_layouts_in_one_call(backend):
     device = device_for(backend)
