@@ -34,8 +34,6 @@ void attended_ce_kernel_impl(const Geometry& g, const scalar_t* logits, const sc
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    int32_t t[kBlock];
-    T tf[kBlock];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b = chunk / g.chunks_per_item;
       const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
@@ -45,14 +43,13 @@ void attended_ce_kernel_impl(const Geometry& g, const scalar_t* logits, const sc
         const int64_t n0 = blk * kBlock;
         const int64_t cnt = std::min(kBlock, g.N - n0);
         const int64_t off = b * g.N + n0;
-        load_target_block(reader, off, cnt, t, tf);
         const scalar_t* p = logits + b * g.C * g.N + n0;
         // Lanes of a block in T, blocks of a chunk in double.
         Vec acc(T(0));
         for (int64_t j = 0; j < cnt; j += Vec::size()) {
           const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
           Vec idx, m_minus_xt, z;  // (idx unused: the compiler drops the argmax)
-          stream_argmax_ce<kC, T>(p + j, g.N, g.C, n, Vec::loadu(tf + j), idx, m_minus_xt, z);
+          stream_argmax_ce<kC, T>(p + j, g.N, g.C, n, load_labels<T>(reader, off + j, n), idx, m_minus_xt, z);
           const Vec loss = load_vec<T>(attention + off + j, n) * (m_minus_xt + vlog(z));  // zero past n
           acc = acc + loss;
           if (loss_map != nullptr) store_vec(loss_map + off + j, loss, n);
@@ -75,8 +72,6 @@ void attended_ce_backward_kernel_impl(const Geometry& g, const Streams<scalar_t>
   using Vec = at::vec::Vectorized<T>;
   const int64_t C = kC > 0 ? kC : g.C;
   at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    int32_t t[kBlock];
-    T tf[kBlock];
     std::vector<T> e(C * Vec::size());  // exp(x_c - max) of one vector of voxels
     const Vec gv(static_cast<T>(grad_scalar));
     for (int64_t id = begin; id < end; ++id) {
@@ -84,10 +79,9 @@ void attended_ce_backward_kernel_impl(const Geometry& g, const Streams<scalar_t>
       const int64_t n0 = (id % g.blocks_per_item) * kBlock;
       const int64_t cnt = std::min(kBlock, g.N - n0);
       const int64_t off = b * g.N + n0;
-      load_target_block(reader, off, cnt, t, tf);
       for (int64_t j = 0; j < cnt; j += Vec::size()) {
         const int64_t n = std::min<int64_t>(Vec::size(), cnt - j);
-        const Vec tv = Vec::loadu(tf + j);
+        const Vec tv = load_labels<T>(reader, off + j, n);
         const Vec att = load_vec<T>(attention + off + j, n);
         const Vec w = grad_map != nullptr ? load_vec<T>(grad_map + off + j, n) * att : gv * att;
         for (int64_t s = 0; s < n_streams; ++s) {

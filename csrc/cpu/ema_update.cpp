@@ -6,8 +6,9 @@
 // thread updates the pieces of the tensors its range covers, so a list of
 // many small tensors and a few large ones is divided evenly by elements
 // (splitting a list of per-tensor chunks by count left one thread with most
-// of the bytes) without a launch per tensor. The element type of each (ema, tensor) pair is resolved
-// once, outside the parallel region, into a function pointer. The update is
+// of the bytes) without a launch per tensor. The element type of each
+// (ema, tensor) pair is resolved once, outside the parallel region, into a
+// function pointer. The update is
 // ATen's lerp with weight 1 - decay, computed in the ema tensor's math type
 // (float for float16/bfloat16), so it matches torch._foreach_lerp_.
 #include <torch/library.h>

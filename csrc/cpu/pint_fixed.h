@@ -113,15 +113,18 @@ inline void pint_voxel_grad(const PintVoxels<NC, T>& v, const at::vec::Vectorize
 }
 
 // Calls f(std::integral_constant<int, C>{}) for the register paths' class
-// counts 2-4 and returns true; false (f not called) for other C.
+// counts 2-4 (dispatch_classes) and returns true; false (f not called) for
+// other C.
 template <typename F>
 inline bool dispatch_fixed_classes(int64_t C, F&& f) {
-  switch (C) {
-    case 2: f(std::integral_constant<int, 2>{}); return true;
-    case 3: f(std::integral_constant<int, 3>{}); return true;
-    case 4: f(std::integral_constant<int, 4>{}); return true;
-    default: return false;
-  }
+  bool fixed = false;
+  dispatch_classes(C, [&](auto kc) {
+    if constexpr (decltype(kc)::value != 0) {
+      f(kc);
+      fixed = true;
+    }
+  });
+  return fixed;
 }
 
 // The same with the pseudo-label kind as a second constant: f(nc, hard).
@@ -269,7 +272,8 @@ void pint_image_pass_fixed(const Geometry& g, const Slicing& sl, const scalar_t*
           Vec x[NC], p[NC];
           load_voxels<NC>(xb, pb, g.N, n, lanes, x, p);
           PintVoxels<NC, T> v;
-          pint_voxel_terms<NC, HARD, T>(x, p, load_labels<T>(reader, b * g.N + n, lanes), normalize, /*with_loss=*/true, v);
+          pint_voxel_terms<NC, HARD, T>(x, p, load_labels<T>(reader, b * g.N + n, lanes), normalize,
+                                        /*with_loss=*/true, v);
           Vec u = v.u, ce = v.ce, mse = v.mse;
           if (lanes < W) {  // tail: real voxels only
             u = Vec::set(Vec(T(0)), u, lanes);

@@ -13,7 +13,7 @@ namespace cpu {
 template <typename T>
 inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool normalize, bool with_loss = true) {
   using Vec = at::vec::Vectorized<T>;
-  block_softmax(buf.x, C, buf.s, with_loss ? buf.b : nullptr);
+  block_softmax(buf.x, C, buf.s, buf.tf, with_loss ? buf.b : nullptr);
   block_entropy(buf.p, C, buf.a);
   if (normalize) {
     const Vec inv_log_c(T(1) / std::log(static_cast<T>(C)));
@@ -29,20 +29,6 @@ inline void pint_block_terms(BlockBuffers<T>& buf, int64_t C, bool hard, bool no
       acc = at::vec::fmadd(diff, diff, acc);
     }
     (acc * inv_c).store(buf.c + j);
-  }
-  // ce = logsumexp(x) - x[target] = (max - x[target]) + log_z (buf.b), the gather
-  // done as C selects. (max - x[target] is exact: lse - x[target] would lose a
-  // small ce to rounding once |logits| is large.)
-  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-    const Vec tf = Vec::loadu(buf.tf + j);
-    Vec m = Vec::loadu(buf.x + j);
-    Vec xt = where_eq(tf, Vec(T(0)), m, Vec(T(0)));
-    for (int64_t c = 1; c < C; ++c) {
-      const Vec x = Vec::loadu(buf.x + c * kBlock + j);
-      m = at::vec::maximum(m, x);
-      xt = where_eq(tf, Vec(T(c)), x, xt);
-    }
-    ((m - xt) + Vec::loadu(buf.b + j)).store(buf.b + j);
   }
 }
 

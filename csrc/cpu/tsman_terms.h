@@ -34,26 +34,6 @@ double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const a
                              const SmoothingPlan& plan, const at::Tensor& target, const at::Tensor& out,
                              const at::Tensor& loss_map);
 
-// Calls f(std::integral_constant<int, C>) for the common class counts 2-4 (the
-// class loops then unroll and the values stay in registers), else with 0 (C
-// read at run time).
-template <typename F>
-inline void dispatch_classes(int64_t C, F&& f) {
-  switch (C) {
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
-  }
-}
-
-// The block's labels (validated by the reader) as T in tf[0, kBlock), zero past cnt.
-// (One checked pass converting straight to T.)
-template <typename T>
-inline void load_target_block(const TargetReader& reader, int64_t off, int64_t cnt, int32_t* /*unused*/, T* tf) {
-  reader.load_math(off, cnt, tf);
-}
-
 // For n <= Vec::size() voxels of one item of channel-planar logits p (plane
 // stride N) read straight from memory (lanes past n are zero): the argmax
 // over classes (as T; strict >, so ties go to the lowest class, as

@@ -133,13 +133,6 @@ struct TargetReader {
       default: TORCH_INTERNAL_ASSERT(false, "unsupported target dtype");
     }
   }
-
-  // A block's labels as T in t[0, kBlock), zero past cnt.
-  template <typename T>
-  inline void load_math(int64_t off, int64_t cnt, T* t) const {
-    load(off, cnt, t);
-    for (int64_t j = cnt; j < kBlock; ++j) t[j] = T(0);
-  }
 };
 
 struct TargetCheck {
@@ -193,10 +186,13 @@ inline void gather_planes(const scalar_t* base, int64_t C, int64_t N, int64_t n0
   }
 }
 
-// s = softmax_C(x) over the block; log_z (per voxel) = log sum_c exp(x_c - max_c x_c),
-// logsumexp(x) less the maximum (a cross-entropy adds max - x[target], exact, to it).
+// s = softmax_C(x) over the block; with ce, also the cross-entropy for the
+// labels tf (as T) per voxel, ce = logsumexp(x) - x[target] formed as
+// (max - x[target]) + log sum_c exp(x_c - max): the difference of two logits is
+// exact where logsumexp - x[target] would lose a small ce to rounding once
+// |logits| is large.
 template <typename T>
-inline void block_softmax(const T* x, int64_t C, T* s, T* log_z) {
+inline void block_softmax(const T* x, int64_t C, T* s, const T* tf = nullptr, T* ce = nullptr) {
   using Vec = at::vec::Vectorized<T>;
   for (int64_t j = 0; j < kBlock; j += Vec::size()) {
     Vec m = Vec::loadu(x + j);
@@ -209,7 +205,12 @@ inline void block_softmax(const T* x, int64_t C, T* s, T* log_z) {
     }
     const Vec inv = Vec(T(1)) / z;
     for (int64_t c = 0; c < C; ++c) (Vec::loadu(s + c * kBlock + j) * inv).store(s + c * kBlock + j);
-    if (log_z != nullptr) vlog(z).store(log_z + j);
+    if (ce != nullptr) {
+      const Vec t = Vec::loadu(tf + j);
+      Vec xt(T(0));
+      for (int64_t c = 0; c < C; ++c) xt = where_eq(t, Vec(T(c)), Vec::loadu(x + c * kBlock + j), xt);
+      ((m - xt) + vlog(z)).store(ce + j);
+    }
   }
 }
 
@@ -242,6 +243,19 @@ inline void block_argmax(const T* p, int64_t C, T* k) {
       best = where_gt(pc, best, pc, best);
     }
     idx.store(k + j);
+  }
+}
+
+// Calls f(std::integral_constant<int, C>) for the common class counts 2-4 (the
+// class loops then unroll and the values stay in registers), else with 0 (C
+// read at run time).
+template <typename F>
+inline void dispatch_classes(int64_t C, F&& f) {
+  switch (C) {
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
   }
 }
 
