@@ -1,6 +1,7 @@
 """Datasets, noisy-label simulation and a synthetic LA-like dataset.
 
-* :class:`LAH5Dataset` — the LA ``.h5`` layout (``<root>/<case>/mri_norm2.h5`` + ``train.list``).
+* :class:`LAH5Dataset` — the LA ``.h5`` layout (``<root>/<case>/mri_norm2.h5`` + ``train.list``, or the public
+  release's ``<root>/2018LA_Seg_Training Set/<case>/mri_norm2.h5``).
 * :class:`NiftiDataset` — nnU-Net NIfTI layout (``imagesTr/CASE_0000.nii.gz``, ``labelsTr/CASE.nii.gz``).
 * :func:`open_dataset` / :func:`whole_volume_loader` — either layout, detected.
 * :func:`erode_or_dilate`, :func:`corrupt_labels`, :func:`corrupt_dataset` — PINT §3.2 label noise.
@@ -11,7 +12,7 @@ Train on noisy labels and evaluate on clean ones by choosing the label source:
 ``LAH5Dataset(root, label_key="label_noisy")`` / ``NiftiDataset(root, label_dir="labelsTr_noisy")``
 (or ``label_paths={case: file}`` for single cases).
 """
-from .la_h5 import LA_FILE_NAME, LAH5Dataset, find_case_list, read_case_list
+from .la_h5 import LA_CASE_FOLDER, LA_FILE_NAME, LAH5Dataset, find_case_list, la_case_path, la_case_root, read_case_list
 from .loaders import detect_layout, open_dataset, whole_volume_loader
 from .nifti import NiftiDataset, read_dataset_json
 from .noise import corrupt_dataset, corrupt_labels, erode_or_dilate, num_noisy_cases, plan_label_noise
@@ -25,6 +26,9 @@ __all__ = [
     "VolumeDataset",
     "DEFAULT_CROP_SIZE",
     "LA_FILE_NAME",
+    "LA_CASE_FOLDER",
+    "la_case_root",
+    "la_case_path",
     "read_case_list",
     "find_case_list",
     "read_dataset_json",

@@ -330,7 +330,7 @@ def corrupt_dataset(
         FileExistsError: noisy labels exist and ``overwrite=False``.
         ValueError: bad arguments, unreadable files (named), invalid labels.
     """
-    from .la_h5 import LA_FILE_NAME, find_case_list, read_case_list
+    from .la_h5 import LA_FILE_NAME, find_case_list, la_case_root, read_case_list
     from .nifti import list_label_cases, read_dataset_json
     from .volume_io import check_label, read_h5, read_nifti, require_file
 
@@ -349,8 +349,11 @@ def corrupt_dataset(
         import h5py
 
         key = f"label_{suffix}"
-        cases = read_case_list(find_case_list(root, "train"))
-        paths = {c: require_file(root / c / LA_FILE_NAME, f"h5 file of case {c!r}") for c in cases}
+        list_file = find_case_list(root, "train")
+        cases = read_case_list(list_file)
+        case_root = la_case_root(root, cases)
+        paths = {c: require_file(case_root / c / LA_FILE_NAME, f"h5 file of case {c!r} (named in {list_file})")
+                 for c in cases}
         if not overwrite:
             for c, p in paths.items():
                 with h5py.File(p, "r") as f:

@@ -126,7 +126,7 @@ def label_noise_rate(root, noisy_labels: Optional[str] = None, *, label_override
     Raises:
         FileNotFoundError, ValueError: missing or unreadable files (named).
     """
-    from pyseg_noise.data import LA_FILE_NAME, detect_layout, find_case_list, read_case_list, read_dataset_json
+    from pyseg_noise.data import LA_FILE_NAME, detect_layout, find_case_list, la_case_root, read_case_list, read_dataset_json
     from pyseg_noise.data.nifti import list_label_cases, split_dirs
     from pyseg_noise.data.volume_io import read_h5, read_volume
 
@@ -137,6 +137,7 @@ def label_noise_rate(root, noisy_labels: Optional[str] = None, *, label_override
     overrides = label_override_paths(label_overrides) if label_overrides else {}
     if layout == "h5":
         cases = read_case_list(find_case_list(root, split))
+        case_root = la_case_root(root, cases)
         ending = ".h5"
     else:
         ending = read_dataset_json(root)["file_ending"]
@@ -145,7 +146,7 @@ def label_noise_rate(root, noisy_labels: Optional[str] = None, *, label_override
     flipped = total = 0
     for case in cases:
         if layout == "h5":
-            path = root / case / LA_FILE_NAME
+            path = case_root / case / LA_FILE_NAME
             clean = read_h5(path, "label", what="LA h5 file")
         else:
             clean = read_volume(label_dir / f"{case}{ending}")
