@@ -4,21 +4,31 @@ TSMAN's self-training labels the unlabelled part ``U`` of the training set with
 models trained on the labelled part ``L``:
 
 * **model distillation (MD)**, Eq. (8): ``T`` models (different seeds and
-  iteration counts) each predict the volume; their softmax outputs are
-  averaged and the pseudo label is the argmax (:func:`model_distillation`).
+  iteration counts) each predict the volume; ``P^MD = g({f_t(I)})``
+  (:func:`model_distillation`).
 * **data distillation (DD)**, Eq. (9): one model predicts ``K`` geometric
   transforms ``h_k`` of the volume; each prediction is mapped back with
-  ``h_k^{-1}``, the softmax outputs are averaged, the label is the argmax
-  (:func:`data_distillation`).
-* **hierarchical distillation (HD)**, Eq. (10): ``T`` models x ``K``
-  transforms; each of the ``T * K`` back-transformed predictions casts one
-  hard vote per voxel and the label is the majority
-  (:func:`hierarchical_distillation`). Ties (possible: 3 x 12 = 36 votes) go
-  to the tied class with the highest mean softmax over the ``T * K``
-  predictions, and a remaining tie (mean softmax equal in floating point) to
-  the lowest class index (the library's argmax convention, SPEC "Conventions").
+  ``h_k^{-1}``; ``P^DD = g({h_k^{-1}(f(h_k(I)))})`` (:func:`data_distillation`).
+* **hierarchical distillation (HD)**, Eq. (10): ``P^HD = g({P^DD_t})``, the
+  voting function applied to the ``T`` models' DD results, nested as the
+  paper writes it (:func:`hierarchical_distillation`) — not one flat vote over
+  the ``T * K`` predictions, which can give another label (a model whose 12
+  views agree outvotes two models whose views are split 8:4 in a flat vote,
+  but not in the nested one).
 
-The argmax of MD and DD also sends ties to the lowest class index.
+**The voting function g** (:func:`vote`), one for all three: the majority of
+hard labels. Each input casts one vote per voxel for its label (a model's
+prediction: its argmax; a DD result: its own vote); the class with the most
+votes wins. Ties go to the tied class with the highest mean softmax over the
+inputs (for a DD result, its mean over its ``K`` views, so HD's tie-break is
+the mean over all ``T * K`` predictions), and a remaining tie (equal in
+floating point) to the lowest class index (the library's argmax convention,
+SPEC "Conventions"). The paper calls g "the voting function" without saying
+more; a majority of hard labels is what "voting" reads as, and it is the only
+choice under which Eq. (10)'s nesting matters (with g = mean softmax, HD
+would equal a flat mean over all ``T * K`` predictions). With two inputs a
+majority is a tie wherever they differ, so g then falls back to the mean
+softmax: MD of two models is the argmax of their mean softmax.
 
 **The K = 12 transforms.** The paper uses "combinations of four rotations and
 three flips". Here (default :data:`DD_TRANSFORMS`): rotate by ``k * 90°``,
@@ -78,11 +88,14 @@ __all__ = [
     "model_distillation",
     "data_distillation",
     "hierarchical_distillation",
+    "Vote",
+    "vote",
     "majority_vote",
     "distill",
     "distillation_variants",
     "DISTILLATION_METHODS",
     "read_case_image",
+    "training_case_names",
     "distill_dataset",
     "write_pseudo_labels",
 ]
@@ -292,51 +305,7 @@ def _transforms_list(transforms) -> list[GeometricTransform]:
     return transforms
 
 
-# ----------------------------------------------------------------------------- the three distillations
-def model_distillation(models: Union[Model, Sequence[Model]], x: Tensor, **inference) -> Tensor:
-    """MD, TSMAN Eq. (8): the mean of the models' softmax outputs.
-
-    Args:
-        models: one model or a sequence of ``T`` models.
-        x (Tensor[B, C_in, X, Y, Z]).
-        **inference: ``patch_size``, ``stride``, ``batch_size``, ``output`` of :func:`predict_probs`.
-
-    Returns:
-        probs (Tensor[B, C, X, Y, Z]); the pseudo label is ``probs.argmax(1)``.
-
-    Example:
-        >>> probs = model_distillation([net_a, net_b, net_c], volume[None], patch_size=(112, 112, 80))  # doctest: +SKIP
-    """
-    models = _models_list(models)
-    total = None
-    for model in models:
-        p = predict_probs(model, x, **inference)
-        total = p if total is None else total.add_(p)
-    return total / len(models)
-
-
-def data_distillation(model: Model, x: Tensor, transforms: Optional[Sequence[GeometricTransform]] = None,
-                      **inference) -> Tensor:
-    """DD, TSMAN Eq. (9): mean softmax over ``K`` transforms, each mapped back to ``x``'s frame.
-
-    Args:
-        model: one model.
-        x (Tensor[B, C_in, X, Y, Z]).
-        transforms: default :data:`DD_TRANSFORMS` (12).
-        **inference: see :func:`predict_probs`. With ``patch_size=None`` the
-            model must accept the rotated sizes (odd ``k`` swaps X and Y).
-
-    Returns:
-        probs (Tensor[B, C, X, Y, Z]).
-    """
-    transforms = _transforms_list(transforms)
-    total = None
-    for t in transforms:
-        p = t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
-        total = p.clone() if total is None else total.add_(p)
-    return total / len(transforms)
-
-
+# ----------------------------------------------------------------------------- the voting function g
 def majority_vote(votes: Tensor, mean_probs: Optional[Tensor] = None) -> Tensor:
     """Per-voxel majority of hard votes; ties broken by ``mean_probs``, then the lowest class index.
 
@@ -366,40 +335,145 @@ def majority_vote(votes: Tensor, mean_probs: Optional[Tensor] = None) -> Tensor:
     return key.argmax(dim=1)
 
 
-def hierarchical_distillation(models: Union[Model, Sequence[Model]], x: Tensor,
-                              transforms: Optional[Sequence[GeometricTransform]] = None, *,
-                              return_votes: bool = False, **inference):
-    """HD, TSMAN Eq. (10): majority vote of ``T`` models x ``K`` transforms (hard labels).
+@dataclass
+class Vote:
+    """One result of the voting function g (module docstring).
 
-    Each back-transformed prediction votes for its argmax class at every
-    voxel; the label is the class with the most votes, ties going to the tied
-    class of highest mean softmax and then to the lowest index (module docstring).
+    Attributes:
+        labels (Tensor[B, *S] int64): the winning class per voxel.
+        probs (Tensor[B, C, *S]): the mean softmax of the inputs (g's tie-breaker, and the
+            value an enclosing vote averages).
+        votes (Tensor[B, C, *S] int64): the number of inputs that voted for each class.
+    """
+
+    labels: Tensor
+    probs: Tensor
+    votes: Tensor
+
+
+class _Ballot:
+    """Streaming form of g: add the inputs one at a time, so they never sit in memory together."""
+
+    def __init__(self):
+        self.votes: Optional[Tensor] = None
+        self.prob_sum: Optional[Tensor] = None
+        self.n = 0
+
+    def add(self, item: Union[Tensor, Vote]) -> None:
+        probs, labels = (item.probs, item.labels) if isinstance(item, Vote) else (item, item.argmax(dim=1))
+        if self.votes is None:
+            self.votes = torch.zeros(probs.shape, dtype=torch.int64, device=probs.device)
+            self.prob_sum = torch.zeros_like(probs)
+        elif probs.shape != self.votes.shape:
+            raise ValueError(f"vote: every input must have shape {tuple(self.votes.shape)}, got {tuple(probs.shape)}")
+        self.votes.scatter_add_(1, labels.unsqueeze(1), torch.ones_like(self.votes[:, :1]))
+        self.prob_sum.add_(probs)
+        self.n += 1
+
+    def result(self) -> Vote:
+        if self.n == 0:
+            raise ValueError("vote needs at least one prediction")
+        mean = self.prob_sum / self.n
+        return Vote(majority_vote(self.votes, mean), mean, self.votes)
+
+
+def vote(predictions: Sequence[Union[Tensor, Vote]]) -> Vote:
+    """The voting function g of TSMAN Eq. (8)-(10): majority of hard labels, ties by the mean softmax.
 
     Args:
-        models: ``T`` models (one model = DD with voting instead of averaging).
+        predictions: class probabilities (Tensor[B, C, *S]; the vote is their argmax,
+            ties to the lowest class) or earlier :class:`Vote` results (the vote is
+            their ``labels``, their ``probs`` enter the mean), all of one shape.
+
+    Returns:
+        :class:`Vote`: ``labels`` by :func:`majority_vote` of the counts with the
+        mean of the inputs' probabilities as tie-breaker.
+
+    Example (a 2:1 majority beats a more confident single vote)::
+
+        >>> p = lambda *v: torch.tensor(v).reshape(1, 2, 1)
+        >>> vote([p(.6, .4), p(.6, .4), p(.0, 1.)]).labels.tolist()
+        [[0]]
+    """
+    ballot = _Ballot()
+    for item in predictions:
+        ballot.add(item)
+    return ballot.result()
+
+
+# ----------------------------------------------------------------------------- the three distillations
+def model_distillation(models: Union[Model, Sequence[Model]], x: Tensor, *, return_vote: bool = False,
+                       **inference):
+    """MD, TSMAN Eq. (8): ``g`` over the ``T`` models' predictions.
+
+    Args:
+        models: one model or a sequence of ``T`` models.
         x (Tensor[B, C_in, X, Y, Z]).
-        transforms: default :data:`DD_TRANSFORMS` (``[GeometricTransform(0)]`` = MD with voting).
-        return_votes: also return the vote counts and the mean softmax.
+        return_vote: return the whole :class:`Vote` instead of the labels.
+        **inference: ``patch_size``, ``stride``, ``batch_size``, ``output`` of :func:`predict_probs`.
+
+    Returns:
+        labels (Tensor[B, X, Y, Z] int64), or the :class:`Vote`.
+
+    Example:
+        >>> labels = model_distillation([net_a, net_b, net_c], volume[None], patch_size=(112, 112, 80))  # doctest: +SKIP
+    """
+    ballot = _Ballot()
+    for model in _models_list(models):
+        ballot.add(predict_probs(model, x, **inference))
+    result = ballot.result()
+    return result if return_vote else result.labels
+
+
+def _views(model: Model, x: Tensor, transforms: Sequence[GeometricTransform], inference: dict):
+    """The model's probabilities on each transform of ``x``, mapped back to ``x``'s frame (one at a time)."""
+    for t in transforms:
+        yield t, t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
+
+
+def data_distillation(model: Model, x: Tensor, transforms: Optional[Sequence[GeometricTransform]] = None, *,
+                      return_vote: bool = False, **inference):
+    """DD, TSMAN Eq. (9): ``g`` over the ``K`` transforms' predictions, each mapped back to ``x``'s frame.
+
+    Args:
+        model: one model.
+        x (Tensor[B, C_in, X, Y, Z]).
+        transforms: default :data:`DD_TRANSFORMS` (12).
+        return_vote: return the whole :class:`Vote` instead of the labels.
+        **inference: see :func:`predict_probs`. With ``patch_size=None`` the
+            model must accept the rotated sizes (odd ``k`` swaps X and Y).
+
+    Returns:
+        labels (Tensor[B, X, Y, Z] int64), or the :class:`Vote`.
+    """
+    ballot = _Ballot()
+    for _, p in _views(model, x, _transforms_list(transforms), inference):
+        ballot.add(p)
+    result = ballot.result()
+    return result if return_vote else result.labels
+
+
+def hierarchical_distillation(models: Union[Model, Sequence[Model]], x: Tensor,
+                              transforms: Optional[Sequence[GeometricTransform]] = None, *,
+                              return_vote: bool = False, **inference):
+    """HD, TSMAN Eq. (10): ``g`` over the ``T`` models' DD results (nested, module docstring).
+
+    Args:
+        models: ``T`` models (one model = DD).
+        x (Tensor[B, C_in, X, Y, Z]).
+        transforms: default :data:`DD_TRANSFORMS` (``[GeometricTransform(0)]`` = MD).
+        return_vote: return the whole :class:`Vote` (``votes`` counts the DD results) instead of the labels.
         **inference: see :func:`predict_probs`.
 
     Returns:
-        labels (Tensor[B, X, Y, Z]) int64, or ``(labels, votes (Tensor[B, C, X, Y, Z]) int64,
-        mean_probs (Tensor[B, C, X, Y, Z]))`` with ``return_votes=True``.
+        labels (Tensor[B, X, Y, Z] int64), or the :class:`Vote`.
     """
-    models = _models_list(models)
     transforms = _transforms_list(transforms)
-    votes = prob_sum = None
-    for model in models:
-        for t in transforms:
-            p = t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
-            if votes is None:
-                votes = torch.zeros(p.shape, dtype=torch.int64, device=p.device)
-                prob_sum = torch.zeros_like(p)
-            votes.scatter_add_(1, p.argmax(dim=1, keepdim=True), torch.ones_like(votes[:, :1]))
-            prob_sum.add_(p)
-    mean_probs = prob_sum / (len(models) * len(transforms))
-    labels = majority_vote(votes, mean_probs)
-    return (labels, votes, mean_probs) if return_votes else labels
+    ballot = _Ballot()
+    for model in _models_list(models):
+        ballot.add(data_distillation(model, x, transforms, return_vote=True, **inference))
+    result = ballot.result()
+    return result if return_vote else result.labels
 
 
 def distill(method: str, models: Union[Model, Sequence[Model]], x: Tensor,
@@ -414,9 +488,9 @@ def distill(method: str, models: Union[Model, Sequence[Model]], x: Tensor,
     if method not in DISTILLATION_METHODS:
         raise ValueError(f"method must be one of {DISTILLATION_METHODS}, got {method!r}")
     if method == "md":
-        return model_distillation(models, x, **inference).argmax(dim=1)
+        return model_distillation(models, x, **inference)
     if method == "dd":
-        return data_distillation(_models_list(models)[0], x, transforms, **inference).argmax(dim=1)
+        return data_distillation(_models_list(models)[0], x, transforms, **inference)
     return hierarchical_distillation(models, x, transforms, **inference)
 
 
@@ -426,11 +500,11 @@ def distillation_variants(models: Union[Model, Sequence[Model]], x: Tensor,
     """Every pseudo label of TSMAN's Table 1 from one pass of ``T`` models x ``K`` transforms.
 
     Table 1 compares, per labelled fraction, each base model alone, MD over the
-    ``T`` models, DD of each model, and HD (DD + MD). Running :func:`distill`
-    for each would predict the volume ``T + T + T*K + T*K`` times; here each
-    model predicts each transform once and the running sums feed all
-    variants, in the same order of summation as the single functions (so the
-    labels are identical to theirs).
+    ``T`` models, DD of each model, and HD (g over the DD results). Running
+    :func:`distill` for each would predict the volume ``T + T + T*K + T*K``
+    times; here each model predicts each transform once and the ballots of all
+    variants are filled from that pass, in the same order as the single
+    functions (so the labels are identical to theirs).
 
     Args:
         models: the ``T`` base models.
@@ -446,28 +520,23 @@ def distillation_variants(models: Union[Model, Sequence[Model]], x: Tensor,
     """
     models = _models_list(models)
     transforms = _transforms_list(transforms)
-    identity = next((i for i, t in enumerate(transforms) if t.k == 0 and t.flip is None), None)
     out: dict[str, Tensor] = {}
-    md_sum = votes = prob_sum = None
+    md, hd = _Ballot(), _Ballot()
     for m, model in enumerate(models):
-        dd_sum = plain = None
-        for i, t in enumerate(transforms):
-            p = t.invert(predict_probs(model, t.apply(x).contiguous(), **inference))
-            if i == identity:
+        dd, plain = _Ballot(), None
+        for t, p in _views(model, x, transforms, inference):
+            if plain is None and t.k == 0 and t.flip is None:
                 plain = p.clone()
-            dd_sum = p.clone() if dd_sum is None else dd_sum.add_(p)
-            if votes is None:
-                votes = torch.zeros(p.shape, dtype=torch.int64, device=p.device)
-                prob_sum = torch.zeros_like(p)
-            votes.scatter_add_(1, p.argmax(dim=1, keepdim=True), torch.ones_like(votes[:, :1]))
-            prob_sum.add_(p)
+            dd.add(p)
         if plain is None:
             plain = predict_probs(model, x, **inference)
+        dd_result = dd.result()
         out[f"model{m}"] = plain.argmax(dim=1)
-        out[f"dd{m}"] = (dd_sum / len(transforms)).argmax(dim=1)
-        md_sum = plain if md_sum is None else md_sum.add_(plain)
-    out["md"] = (md_sum / len(models)).argmax(dim=1)
-    out["hd"] = majority_vote(votes, prob_sum / (len(models) * len(transforms)))
+        out[f"dd{m}"] = dd_result.labels
+        md.add(plain)
+        hd.add(dd_result)
+    out["md"] = md.result().labels
+    out["hd"] = hd.result().labels
     return out
 
 
@@ -555,18 +624,26 @@ def distill_dataset(models: Union[Model, Sequence[Model]], root: PathLike, cases
     return out
 
 
-def _training_cases(root: Path, layout: str) -> list[str]:
+def training_case_names(root: PathLike, layout: str, split: str = "train") -> list[str]:
+    """The training cases of a dataset folder: LA h5 — the case list of ``split`` (``data.train_split``);
+    NIfTI — the cases with a label in ``labelsTr``.
+
+    Raises:
+        FileNotFoundError: no case list for ``split`` / no ``dataset.json``.
+    """
     from pyseg_noise.data import find_case_list, read_case_list, read_dataset_json
     from pyseg_noise.data.nifti import list_label_cases
 
+    root = Path(root)
     if layout == "h5":
-        return read_case_list(find_case_list(root, "train"))
+        return read_case_list(find_case_list(root, split))
     return list_label_cases(root / "labelsTr", read_dataset_json(root)["file_ending"])
 
 
 def write_pseudo_labels(root: PathLike, labels: Mapping[str, np.ndarray], *, layout: Optional[str] = None,
                         out_dir: Optional[PathLike] = None, suffix: str = "pseudo",
-                        source_label_key: str = "label", h5_key: str = "label", overwrite: bool = True) -> dict:
+                        source_label_key: str = "label", h5_key: str = "label", overwrite: bool = True,
+                        split: str = "train") -> dict:
     """Store pseudo labels in the dataset's layout (see the module docstring).
 
     Two modes:
@@ -595,6 +672,8 @@ def write_pseudo_labels(root: PathLike, labels: Mapping[str, np.ndarray], *, lay
             dataset reads override files at its ``label_key``: ``"label"``, or
             ``"label_<suffix>"`` when the run also sets ``data.noisy_labels``).
         overwrite: replace existing pseudo labels (else FileExistsError).
+        split: the training split's case list (LA h5; ``data.train_split``), see
+            :func:`training_case_names`.
 
     Returns:
         ``{"mode", "layout", "cases", "label_paths": {case: path}, "target", "manifest"}``
@@ -618,7 +697,7 @@ def write_pseudo_labels(root: PathLike, labels: Mapping[str, np.ndarray], *, lay
     if not suffix or not all(ch.isalnum() or ch in "_-" for ch in suffix):
         raise ValueError(f"suffix must be a non-empty name of letters, digits, '_' or '-', got {suffix!r}")
     layout = _layout(root, layout)
-    train_cases = _training_cases(root, layout)
+    train_cases = training_case_names(root, layout, split)
     unknown = sorted(set(labels) - set(train_cases))
     if unknown:
         raise ValueError(f"labels names case(s) {unknown[:5]} that are not training cases of {root}")
@@ -752,7 +831,7 @@ class _DistillCommand(Distiller):
         elif args.cases:
             cases = list(args.cases)
         else:
-            cases = _training_cases(Path(args.data), _layout(Path(args.data), None))
+            cases = training_case_names(Path(args.data), _layout(Path(args.data), None))
         transforms = data_distillation_transforms([_flip_axis(f) for f in args.flips])
         labels = distill_dataset(models, args.data, cases, method=self.name, transforms=transforms,
                                  patch_size=tuple(args.patch or cfg.data.crop_size),
@@ -767,16 +846,16 @@ class _DistillCommand(Distiller):
 @register_distiller
 class DistillMD(_DistillCommand):
     name = "md"
-    help = "model distillation (TSMAN Eq. 8): mean softmax of several trained runs"
+    help = "model distillation (TSMAN Eq. 8): majority vote of several trained runs"
 
 
 @register_distiller
 class DistillDD(_DistillCommand):
     name = "dd"
-    help = "data distillation (TSMAN Eq. 9): one run, mean softmax over 12 rotations/flips"
+    help = "data distillation (TSMAN Eq. 9): one run, majority vote over 12 rotations/flips"
 
 
 @register_distiller
 class DistillHD(_DistillCommand):
     name = "hd"
-    help = "hierarchical distillation (TSMAN Eq. 10): majority vote of runs x 12 rotations/flips"
+    help = "hierarchical distillation (TSMAN Eq. 10): majority vote of the runs' data distillations"

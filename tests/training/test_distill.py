@@ -19,6 +19,8 @@ from pyseg_noise.training.distill import (
     hierarchical_distillation,
     majority_vote,
     model_distillation,
+    training_case_names,
+    vote,
     predict_probs,
     read_case_image,
     write_pseudo_labels,
@@ -58,8 +60,10 @@ def test_each_transform_is_inverted_exactly(t):
     assert torch.equal(t.invert(y), x)
     # an identity network through DD with this one transform gives back its input, bit for bit
     probs = torch.softmax(x, 1)
-    assert torch.equal(data_distillation(identity, probs, [t], output="probs"), probs)
-    torch.testing.assert_close(data_distillation(identity, x, [t]), probs)
+    result = data_distillation(identity, probs, [t], output="probs", return_vote=True)
+    assert torch.equal(result.probs, probs)
+    assert torch.equal(result.labels, x.argmax(1))
+    torch.testing.assert_close(data_distillation(identity, x, [t], return_vote=True).probs, probs)
 
 
 def test_rotation_direction_matches_numpy():
@@ -72,7 +76,10 @@ def test_rotation_direction_matches_numpy():
 def test_dd_of_an_equivariant_model_is_the_model():
     torch.manual_seed(1)
     x = torch.randn(1, 2, 8, 8, 4)
-    torch.testing.assert_close(data_distillation(identity, x), torch.softmax(x, 1))
+    result = data_distillation(identity, x, return_vote=True)
+    torch.testing.assert_close(result.probs, torch.softmax(x, 1))
+    assert torch.equal(result.labels, x.argmax(1))
+    assert int(result.votes.sum(1).min()) == 12 and int(result.votes.max(1).values.min()) == 12
     assert torch.equal(hierarchical_distillation([identity, identity], x), x.argmax(1))
 
 
@@ -100,10 +107,16 @@ def test_md_of_identical_models_equals_one_model():
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(single, torch.softmax(net(x), 1))
-    torch.testing.assert_close(model_distillation([net, copy.deepcopy(net), copy.deepcopy(net)], x), single)
+    three = model_distillation([net, copy.deepcopy(net), copy.deepcopy(net)], x, return_vote=True)
+    torch.testing.assert_close(three.probs, single)
+    assert torch.equal(three.labels, single.argmax(1))
     other = tiny_vnet(1)
     expected = (single + predict_probs(other, x)) / 2
-    torch.testing.assert_close(model_distillation([net, other], x), expected)
+    pair = model_distillation([net, other], x, return_vote=True)
+    torch.testing.assert_close(pair.probs, expected)
+    assert torch.equal(pair.labels, expected.argmax(1))
+    # two voters: a disagreement is a 1:1 tie, so the mean softmax decides (here class 1, the surer vote)
+    assert vote([probs_of([0.6, 0.4]), probs_of([0.1, 0.9])]).labels.item() == 1
 
 
 def constant(logits):
@@ -119,8 +132,9 @@ def test_hd_majority_vote_hand_built():
         return z
 
     models = [constant(logits(0, 1, 2)), constant(logits(0, 2, 1)), constant(2 * logits(1, 2, 0))]
-    labels, votes, mean_probs = hierarchical_distillation(models, torch.zeros(1, 1, 3, 1, 1),
-                                                          [GeometricTransform(0)], return_votes=True)
+    result = hierarchical_distillation(models, torch.zeros(1, 1, 3, 1, 1), [GeometricTransform(0)],
+                                       return_vote=True)
+    labels, votes = result.labels, result.votes
     assert votes[0, :, :, 0, 0].T.tolist() == [[2, 1, 0], [0, 1, 2], [1, 1, 1]]
     # voxel 0: class 0 wins 2:1; voxel 1: class 2 wins 2:1; voxel 2: a three-way tie, and the
     # third model's vote (class 0) is the most confident -> class 0 by the mean softmax
@@ -137,6 +151,66 @@ def test_hd_majority_vote_hand_built():
     # majority_vote alone
     assert majority_vote(torch.tensor([[[1], [3], [3]]])).tolist() == [[1]]
     assert majority_vote(torch.tensor([[[1.], [3.], [3.]]]), torch.tensor([[[.5], [.2], [.3]]])).tolist() == [[2]]
+
+
+def probs_of(*rows):
+    """Probabilities Tensor[1, C, n, 1, 1] from per-voxel rows of class probabilities."""
+    return torch.tensor(rows, dtype=torch.float64).T.reshape(1, len(rows[0]), len(rows), 1, 1)
+
+
+class Replay:
+    """A "model" that returns preset logits, one per call, in order (one call per transform)."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+
+    def __call__(self, x):
+        return self.outputs.pop(0)
+
+
+def test_nested_hd_differs_from_a_flat_vote():
+    # 2 classes, one voxel; T = 3 models x K = 3 views. Model 0's views all say 1; models 1 and 2 say 0, 0, 1.
+    # Nested (Eq. 10): DD labels 1, 0, 0 -> HD 0. A flat vote over the 9 views: class 1 has 5 votes -> 1.
+    say = {0: [0.7, 0.3], 1: [0.4, 0.6]}
+    views = [[1, 1, 1], [0, 0, 1], [0, 0, 1]]
+    preds = [[probs_of(say[c]) for c in model] for model in views]
+    dd = [vote(p) for p in preds]
+    assert [d.labels.item() for d in dd] == [1, 0, 0]
+    nested = vote(dd)
+    flat = vote([p for model in preds for p in model])
+    assert nested.labels.item() == 0 and flat.labels.item() == 1
+    assert nested.votes[0, :, 0, 0, 0].tolist() == [2, 1] and flat.votes[0, :, 0, 0, 0].tolist() == [4, 5]
+    # the nested mean softmax is the mean over all 9 views (equal K per model)
+    torch.testing.assert_close(nested.probs, flat.probs)
+    # the same through hierarchical_distillation: each model is called once per transform, in order
+    logits = {c: torch.log(probs_of(say[c])).float() for c in (0, 1)}
+    models = [Replay([logits[c] for c in model]) for model in views]
+    three = [GeometricTransform(0), GeometricTransform(0, flip=0), GeometricTransform(2)]
+    x = torch.zeros(1, 1, 1, 1, 1)
+    assert hierarchical_distillation(models, x, three).item() == 0
+    models = [Replay([logits[c] for c in model]) for model in views]
+    got = distillation_variants(models, x, three)
+    assert got["hd"].item() == 0 and [got[f"dd{t}"].item() for t in range(3)] == [1, 0, 0]
+    # MD votes over the models' plain (identity-view) predictions: 1, 0, 0 -> 0
+    assert got["md"].item() == 0 and [got[f"model{t}"].item() for t in range(3)] == [1, 0, 0]
+
+
+def test_md_is_a_majority_not_a_mean_softmax():
+    # one voxel, 3 classes: two models lean to class 1, one is sure of class 2; the mean softmax picks 2
+    preds = [probs_of([0.1, 0.5, 0.4]), probs_of([0.1, 0.5, 0.4]), probs_of([0.0, 0.0, 1.0])]
+    mean = sum(preds) / 3
+    assert mean.argmax(1).item() == 2
+    models = [constant(torch.log(p.clamp_min(1e-12)).float()) for p in preds]
+    assert model_distillation(models, torch.zeros(1, 1, 1, 1, 1)).item() == 1
+    assert distill("md", models, torch.zeros(1, 1, 1, 1, 1)).item() == 1
+    # DD likewise: 12 views, 7 vote class 0 weakly, 5 vote class 1 strongly
+    views = [torch.log(probs_of([0.55, 0.45])).float()] * 7 + [torch.log(probs_of([0.01, 0.99])).float()] * 5
+    result = data_distillation(Replay(views), torch.zeros(1, 1, 1, 1, 1), return_vote=True)
+    assert result.labels.item() == 0 and result.probs[0, :, 0, 0, 0].argmax().item() == 1
+    with pytest.raises(ValueError, match="at least one"):
+        vote([])
+    with pytest.raises(ValueError, match="shape"):
+        vote([probs_of([0.5, 0.5]), probs_of([0.5, 0.5], [0.5, 0.5])])
 
 
 def test_distillation_variants_equal_the_single_distillations():
@@ -156,7 +230,7 @@ def test_distillation_variants_equal_the_single_distillations():
     got = distillation_variants(nets[:2], x, no_identity)
     assert torch.equal(got["model1"], predict_probs(nets[1], x).argmax(1))
     assert torch.equal(got["hd"], hierarchical_distillation(nets[:2], x, no_identity))
-    assert torch.equal(got["dd0"], data_distillation(nets[0], x, no_identity).argmax(1))
+    assert torch.equal(got["dd0"], data_distillation(nets[0], x, no_identity))
 
 
 def test_md_and_dd_argmax_ties_go_to_the_lowest_class():
@@ -171,12 +245,14 @@ def test_sliding_window_path_equals_the_direct_path():
     torch.manual_seed(2)
     x = torch.randn(1, 3, 12, 10, 6)
     # an equivariant "network": overlapping windows average identical values
-    direct = data_distillation(identity, x)
-    windows = data_distillation(identity, x, patch_size=(8, 8, 4), stride=(4, 3, 2))
-    torch.testing.assert_close(windows, direct)
+    direct = data_distillation(identity, x, return_vote=True)
+    windows = data_distillation(identity, x, patch_size=(8, 8, 4), stride=(4, 3, 2), return_vote=True)
+    torch.testing.assert_close(windows.probs, direct.probs)
+    assert torch.equal(windows.labels, direct.labels)
     net = tiny_vnet(3)
     v = torch.randn(1, 1, 16, 16, 16)
-    torch.testing.assert_close(model_distillation([net], v, patch_size=16), model_distillation([net], v))
+    torch.testing.assert_close(model_distillation([net], v, patch_size=16, return_vote=True).probs,
+                               model_distillation([net], v, return_vote=True).probs)
 
 
 def test_bad_inputs():
