@@ -62,17 +62,10 @@ class Metric(OpBench):
     def __init__(self, name: str):
         self.name = name
 
-    def public_fn(self):
-        try:
-            import pyseg_noise.metrics as metrics
-        except ImportError:
-            return None
-        return getattr(metrics, self.name, None)
+    def public_fn(self) -> Callable:
+        import pyseg_noise.metrics as metrics
 
-    def missing(self):
-        if self.public_fn() is None:
-            return f"pyseg_noise.metrics.{self.name} does not exist in this build yet; skipped"
-        return None
+        return getattr(metrics, self.name)
 
     def sizes(self, which: str) -> List[Size]:
         volumes = {"smoke": [SMOKE_VOLUME], "paper": [PAPER_VOLUME], "sweep": list(SWEEP_VOLUMES)}

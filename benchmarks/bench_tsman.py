@@ -8,8 +8,7 @@ outer product of the Gaussian weights (a 3x3x1 kernel for ``spatial_dims=2``,
 3x3x3 for ``spatial_dims=3``; ``reference.loss_attention``) and two
 ``F.cross_entropy`` calls.
 
-While ``pyseg_noise.ops`` has no TSMAN ops yet, every case is skipped with that
-message. Run with ``python -m benchmarks --ops tsman`` or
+Run with ``python -m benchmarks --ops tsman`` or
 ``python -m pytest benchmarks/bench_tsman.py``.
 """
 from __future__ import annotations

@@ -91,16 +91,10 @@ class OpBench:
 
         return getattr(reference, self.name)
 
-    def public_fn(self) -> Optional[Callable]:
+    def public_fn(self) -> Callable:
         import pyseg_noise.ops
 
-        return getattr(pyseg_noise.ops, self.name, None)
-
-    def missing(self) -> Optional[str]:
-        """Why this op cannot be benchmarked at all yet (None when it can)."""
-        if self.public_fn() is None:
-            return f"pyseg_noise.ops.{self.name} does not exist in this build yet; skipped"
-        return None
+        return getattr(pyseg_noise.ops, self.name)
 
     def extra_implementation(self, provider: str, variant: str) -> Callable[[dict], Any]:
         """Implementations of providers beyond the standard four (subclasses add)."""

@@ -225,11 +225,6 @@ def run_benchmarks(
         result.copy_bps_start, result.copy_timing = measure.copy_bandwidth(device, copy_bytes)
         log(f"copy bandwidth ({copy_bytes / 2**20:.0f} MiB buffers): {result.copy_bps_start / 1e9:.2f} GB/s")
         for bench in benches:
-            reason = bench.missing()
-            if reason:
-                result.skips.append(Skip(bench.name, "", "", reason))
-                log(f"{bench.name}: {reason}")
-                continue
             chosen = [p for p in bench.providers if providers is None or p in providers]
             bench_modes = [m for m in bench.modes if m in modes]
             if not chosen:

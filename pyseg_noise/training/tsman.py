@@ -62,16 +62,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyseg_noise.models import TSMAN, DenseVoxNet, VNet
+from pyseg_noise.ops import tsman_loss as _tsman_loss_op
 
 from .config import ConfigError
 from .method import Method
 from .registry import register_method
-
-try:  # the fused op (C++ / Triton) once merged
-    from pyseg_noise.ops import tsman_loss as _tsman_loss_op
-except ImportError:  # pragma: no cover - the eager reference computes the same numbers
-    _tsman_loss_op = None
-from pyseg_noise.ops import reference as _reference
 
 __all__ = ["TSMANOptions", "TSMANMethod", "tsman_pair_loss", "tsman_training_loss", "ATTENTION_POINTS"]
 
@@ -97,9 +92,7 @@ def tsman_pair_loss(logits_a: Tensor, logits_b: Tensor, target: Tensor, *, loss_
         loss = F.cross_entropy(logits_a.float(), target.long()) + F.cross_entropy(logits_b.float(), target.long())
         return loss, None
     kw = dict(sigma2=sigma2, kernel_size=kernel_size, spatial_dims=spatial_dims, slice_dim=slice_dim)
-    if _tsman_loss_op is not None:
-        return _tsman_loss_op(logits_a, logits_b, target, return_attention=True, **kw)
-    return _reference.tsman_loss(logits_a, logits_b, target, **kw)
+    return _tsman_loss_op(logits_a, logits_b, target, return_attention=True, **kw)
 
 
 def tsman_training_loss(outputs, target: Tensor, *, loss_attention: bool = True, aux_weight: float = 0.33,

@@ -89,19 +89,6 @@ def test_bytes_speedups_and_memory_are_consistent(smoke_run):
             assert int(r["peak_bytes"]) >= logits
 
 
-def test_missing_op_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.delattr(pyseg_noise.ops, "slice_uncertainty")
-    argv = ["--ops", "slice_uncertainty", "--sizes", "smoke", "--repeats", "1", "--warmup", "1",
-            "--copy-mb", "1", "--no-memory", "--out", str(tmp_path)]
-    assert main(argv) == 0
-    md = (tmp_path / "results.md").read_text()
-    assert "pyseg_noise.ops.slice_uncertainty does not exist in this build yet" in md
-    assert _markdown_rows(md)[1] == []
-    assert _read_csv(tmp_path / "results.csv") == []
-    assert (tmp_path / "scaling.png").stat().st_size > 0
-    assert "slice_uncertainty does not exist" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -19,10 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-try:  # the fused op (C++ / Triton) once merged; the eager reference computes the same numbers
-    from pyseg_noise.ops import attended_cross_entropy as _attended_ce
-except ImportError:  # pragma: no cover - depends on the merge state of the ops
-    from pyseg_noise.ops.reference import attended_cross_entropy as _attended_ce
+from pyseg_noise.ops import attended_cross_entropy as _attended_ce
 
 __all__ = ["keep_rate", "voxel_cross_entropy", "small_loss_mask", "masked_cross_entropy", "NORMALIZATIONS"]
 
