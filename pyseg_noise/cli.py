@@ -22,6 +22,7 @@ exits with 1, Ctrl-C with 130 after saving a checkpoint (continue with
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -214,10 +215,37 @@ def _method_list() -> str:
         return f"  (cannot list methods: {exc})"
 
 
+#: an RST inline literal or interpreted text, with an optional role: ``x``, `x`, :func:`x`
+_RST_INLINE = re.compile(r"(?::[\w.:-]+:)?(`{1,2})([^`\n]+?)\1")
+
+
+def _plain_text(rst: str) -> str:
+    """``rst`` (a docstring) as terminal text: inline markup unwrapped, literal-block markers dropped.
+
+    Parameters
+    ----------
+    rst : str
+        reStructuredText using inline literals (````x````), interpreted text (```x```,
+        ``:role:`x```) and ``::`` literal-block markers at line ends.
+
+    Returns
+    -------
+    str
+        The text with ``x`` for each inline construct (``"x y"`` where it holds a space, so
+        that a quoted command line stays one piece) and ``word::`` shortened to ``word:``
+        (a lone or space-separated ``::`` is removed), as Sphinx renders them.
+    """
+    text = _RST_INLINE.sub(lambda m: f'"{m[2]}"' if " " in m[2] else m[2], rst)
+    text = re.sub(r"(?<=\S)::$", ":", text, flags=re.MULTILINE)
+    return re.sub(r"[ \t]*::$", "", text, flags=re.MULTILINE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every subcommand."""
+    paragraphs = __doc__.strip().split("\n\n")  # the title, the list of subcommands, errors and exit codes
     parser = argparse.ArgumentParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+                                     description=_plain_text("\n\n".join(paragraphs[:3])),
+                                     epilog=_plain_text("\n\n".join(paragraphs[3:])))
     from pyseg_noise import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -256,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", metavar="METHOD", help="a registered method (listed above)")
     p.add_argument("--data", help="dataset folder (LA .h5 or nnU-Net NIfTI)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--noisy-labels", metavar="SUFFIX", help="train on the labels written by `corrupt --suffix SUFFIX`")
+    p.add_argument("--noisy-labels", metavar="SUFFIX", help="train on the labels written by 'corrupt --suffix SUFFIX'")
     p.add_argument("--label-overrides", metavar="DIR", help="folder of per-case label files replacing the training labels")
     p.add_argument("--config", help="YAML config file (see configs/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. optim.lr=0.05 "
@@ -316,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="op benchmarks (pyseg_noise.benchmarks)", formatter_class=_Formatter,
                        description="Runs pyseg_noise.benchmarks.main(ARGS). Pass the benchmarks' own arguments "
-                                   "after --, e.g. `pyseg-noise bench -- --help`.")
+                                   "after --, e.g. pyseg-noise bench -- --help.")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmarks (after --)")
     p.set_defaults(func=_cmd_bench)
 

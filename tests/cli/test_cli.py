@@ -1,5 +1,7 @@
 """The pyseg-noise command line: help for every subcommand, the study pipeline, reproduce, one-line errors."""
+import argparse
 import json
+import re
 import shutil
 import subprocess
 
@@ -44,6 +46,33 @@ def test_help_of_every_subcommand(command, capsys):
     if command is None:
         for sub in SUBCOMMANDS:
             assert sub in out
+
+
+def _parsers(parser, name="pyseg-noise"):
+    """(name, parser) of ``parser`` and of every subcommand below it, at any depth (distill NAME too)."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+#: RST that must not reach a terminal: inline literals and interpreted text (``x``, `x`, :role:`x`),
+#: literal-block markers (a line ending in ::) and directives or comments (.. name::)
+_RST_MARKUP = re.compile(r"`|::\s*$|^\s*\.\. ", re.MULTILINE)
+
+
+def test_help_is_plain_text_in_every_subcommand():
+    helps = dict(_parsers(build_parser()))
+    assert {"pyseg-noise", "pyseg-noise train", "pyseg-noise distill hd"} <= set(helps)
+    for name, parser in helps.items():
+        text = parser.format_help()
+        markup = [line for line in text.splitlines() if _RST_MARKUP.search(line)]
+        assert not markup, f"{name} --help shows RST markup: {markup}"
+    top = helps["pyseg-noise"].format_help()
+    # the study's list follows its heading (the literal block's lines), not a dangling "::"
+    assert "Subcommands, in the order of a study:\n\n    pyseg-noise synth OUT" in top
+    assert 'The pyseg-noise command line (also "python -m pyseg_noise").' in top
 
 
 def test_python_dash_m_runs_the_cli():
