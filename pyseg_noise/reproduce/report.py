@@ -1,7 +1,7 @@
 """The reproduction's tables: our numbers beside the paper's, with a collapse column.
 
 PINT: one row per (method, label source, noise rate), aggregated over
-repetitions: Dice in %, ASD in voxels (mean ± sample std), the paper's Table 1
+repetitions (seeds): Dice in %, ASD in voxels (mean ± sample std over the seeds), the paper's Table 1
 entry, and ``COLLAPSED k/n`` when ``k`` of the ``n`` repetitions collapsed
 (:func:`pyseg_noise.training.detect_collapse`). Written as Markdown and CSV.
 
@@ -22,8 +22,12 @@ import numpy as np
 
 from .paper_tables import PINT_TABLE1_NAMES, paper_entry
 
-__all__ = ["RunRecord", "TableRow", "aggregate", "markdown_table", "write_csv", "plot_dice", "mean_std",
+__all__ = ["RunRecord", "TableRow", "ROW_NAMES", "aggregate", "markdown_table", "write_csv", "plot_dice", "mean_std",
            "format_mean_std", "markdown_grid", "write_grid_csv", "write_runs_csv", "bar_plot"]
+
+
+#: row id -> the name in the table: Table 1's methods and our equal-budget control (not in the paper)
+ROW_NAMES = {**PINT_TABLE1_NAMES, "vnet_same_budget": "V-Net, same budget as PINT"}
 
 
 @dataclass
@@ -61,7 +65,7 @@ class TableRow:
 
     @property
     def name(self) -> str:
-        return PINT_TABLE1_NAMES.get(self.method, self.method)
+        return ROW_NAMES.get(self.method, self.method)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -168,7 +172,8 @@ def plot_dice(rows: Sequence[TableRow], path: Path, title: str) -> Optional[Path
     return bar_plot(
         [f"{r.name}\n{r.labels} {100 * r.noise_rate:.0f}%" for r in rows], [r.dice for r in rows],
         path, title, paper=[r.paper[0] if r.paper else None for r in rows], paper_label="paper (Table 1)",
-        colors=["tab:red" if r.collapsed else ("tab:gray" if r.method == "vnet" else "tab:blue") for r in rows])
+        colors=["tab:red" if r.collapsed else ("tab:gray" if r.method.startswith("vnet") else "tab:blue")
+                for r in rows])
 
 
 def bar_plot(labels: Sequence[str], values: Sequence[Tuple[float, float]], path: Path, title: str, *,

@@ -201,10 +201,11 @@ def test_reproduce_smoke(tmp_path, capsys):
         assert (out_dir / name).is_file(), name
     report = json.loads((out_dir / "report.json").read_text())
     assert {(r["method"], r["labels"]) for r in report["runs"]} == {
-        ("vnet", "clean"), ("vnet", "noisy"), ("pnt", "noisy"), ("int", "noisy"), ("pint", "noisy")}
+        ("vnet", "clean"), ("vnet", "noisy"), ("vnet_same_budget", "noisy"), ("pnt", "noisy"), ("int", "noisy"),
+        ("pint", "noisy")}
     # a second call reuses the finished runs
     code, out, _ = run(["reproduce", "--scale", "smoke", "--out", str(out_dir), "--no-progress"], capsys)
-    assert code == 0 and out.count("[reused]") == 5
+    assert code == 0 and out.count("[reused]") == 6
 
 
 def test_parser_lists_every_subcommand():
