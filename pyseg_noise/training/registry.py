@@ -38,6 +38,7 @@ __all__ = [
 #: modules whose import registers the built-in methods (one method family per module)
 BUILTIN_METHOD_MODULES: List[str] = [
     "pyseg_noise.training.vnet",
+    "pyseg_noise.training.densevoxnet",
     "pyseg_noise.training.pint",
     "pyseg_noise.training.tsman",
     "pyseg_noise.training.baselines",
