@@ -15,9 +15,9 @@ A bad setting (unknown method, negative iterations, missing data folder,
 class-count mismatch...), an unreadable or missing data file, or a corrupt,
 foreign or incomplete checkpoint prints one ``pyseg-noise CMD: error: ...`` line
 on stderr (naming the file) and exits with code 2. A NaN/inf loss, or a
-checkpoint that cannot be written (e.g. a full disk; the previous one is kept),
-exits with 1, Ctrl-C with 130 after saving a checkpoint (continue with
-``--resume``).
+checkpoint, ``log.jsonl``, ``eval/`` or plot file that cannot be written (e.g. a
+full disk; the last checkpoint is kept) prints such a line and exits with 1,
+Ctrl-C with 130 after saving a checkpoint (continue with ``--resume``).
 """
 from __future__ import annotations
 
@@ -402,6 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     from pyseg_noise.training.checkpoint import CheckpointError, CheckpointWriteError
+    from pyseg_noise.training.run_log import RunOutputWriteError
     from pyseg_noise.training.config import ConfigError
     from pyseg_noise.training.trainer import NonFiniteLossError, TrainingDataError, TrainingInterrupted
 
@@ -413,7 +414,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except user_errors as exc:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (NonFiniteLossError, CheckpointWriteError) as exc:
+    except (NonFiniteLossError, CheckpointWriteError, RunOutputWriteError) as exc:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except TrainingInterrupted as exc:

@@ -60,6 +60,7 @@ from .config import (ConfigError, DataConfig, ModelConfig, NoOptions, OptimConfi
 from .method import Batch, Method
 from .registry import (Distiller, get_distiller, get_method, distiller_names, method_names, register_distiller,
                        register_method)
+from .run_log import RunOutputWriteError
 from .trainer import (NonFiniteLossError, Trainer, TrainingDataError, TrainingInterrupted, TrainResult,
                       load_trained)
 
@@ -89,6 +90,7 @@ __all__ = [
     "TrainingDataError",
     "CheckpointError",
     "CheckpointWriteError",
+    "RunOutputWriteError",
     "load_trained",
     "load_checkpoint",
     "atomic_save",

@@ -116,6 +116,14 @@ def _os_error_of(exc: BaseException) -> Optional[OSError]:
     return None
 
 
+def _os_error_reason(cause: OSError) -> str:
+    """The operating system's words for ``cause`` with its code, e.g. ``No space left on device (ENOSPC)``."""
+    reason = cause.strerror or str(cause) or type(cause).__name__
+    if cause.errno is not None and cause.errno in _errno.errorcode:
+        reason = f"{reason} ({_errno.errorcode[cause.errno]})"
+    return reason
+
+
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` such that ``path`` is never left half-written.
 
@@ -148,12 +156,10 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
         cause = _os_error_of(exc) if isinstance(exc, Exception) else None
         if cause is None or isinstance(exc, CheckpointWriteError):
             raise
-        reason = cause.strerror or str(cause) or type(cause).__name__
-        if cause.errno is not None and cause.errno in _errno.errorcode:
-            reason = f"{reason} ({_errno.errorcode[cause.errno]})"
         kept = (f"the previous checkpoint {path} is unchanged" if path.exists()
                 else "no earlier checkpoint exists there")
-        raise CheckpointWriteError(f"cannot write checkpoint {path}: {reason}; {kept}", cause.errno) from exc
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {_os_error_reason(cause)}; {kept}",
+                                   cause.errno) from exc
     _fsync_dir(path.parent)
     return path
 

@@ -8,17 +8,102 @@
 method's ``train_step`` returned. Validation results are lines with a
 ``"split"`` key. On resume, lines past the checkpoint's iteration are dropped,
 so the file reads as one uninterrupted run.
+
+A write to the run folder that the operating system refuses (a full disk,
+quota, file-size limit, I/O error) raises :class:`RunOutputWriteError` naming
+the file: :class:`RunLog` for ``log.jsonl`` (the lines already written stay; a
+torn last line is skipped by :func:`read_log` and dropped on resume), and
+:func:`writing` around the Trainer's other outputs (``eval/``, ``plots/``).
+Checkpoints have their own error, :class:`~.checkpoint.CheckpointWriteError`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
-__all__ = ["RunLog", "read_log"]
+from .checkpoint import _os_error_of, _os_error_reason
+
+__all__ = ["RunLog", "RunOutputWriteError", "read_log", "writing"]
 
 PathLike = Union[str, Path]
+
+
+class RunOutputWriteError(OSError):
+    """Writing a file of the run folder other than the checkpoint failed (e.g. ``ENOSPC``).
+
+    Parameters
+    ----------
+    message : str
+        Names the file (and, from the Trainer, the last good checkpoint).
+    errno : int, optional
+        That of the operating-system error that caused it.
+    path : Path, optional
+        The file that could not be written.
+    iteration : int, optional
+        The iteration whose log record could not be written (log writes only).
+    """
+
+    def __init__(self, message: str, errno: Optional[int] = None, path: Optional[PathLike] = None,
+                 iteration: Optional[int] = None):
+        super().__init__(message)
+        self.errno = errno
+        self.path = None if path is None else Path(path)
+        self.iteration = iteration
+
+
+def _stat(path: Path) -> Optional[tuple]:
+    """(size, mtime, inode) of ``path``, None if it does not exist (or cannot be looked at)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@contextlib.contextmanager
+def writing(path: PathLike, *, keep_partial: bool = False, iteration: Optional[int] = None) -> Iterator[Path]:
+    """Turn an operating-system error raised while writing ``path`` into :class:`RunOutputWriteError`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file the block writes (named in the error).
+    keep_partial : bool
+        Leave what reached ``path`` before the failure (an appended log); by default a
+        file the block created or changed is removed, so no torn plot or table is left
+        to be read (a file the block did not touch stays).
+    iteration : int, optional
+        Stored on the error (the log record being written).
+
+    Yields
+    ------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    RunOutputWriteError
+        The block raised an ``OSError`` (or an error caused by one, as libraries wrap them).
+    """
+    path = Path(path)
+    before = _stat(path)
+    try:
+        yield path
+    except RunOutputWriteError:
+        raise
+    except Exception as exc:
+        cause = _os_error_of(exc)
+        if cause is None:
+            raise
+        if not keep_partial and _stat(path) not in (None, before):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise RunOutputWriteError(f"cannot write {path}: {_os_error_reason(cause)}", cause.errno, path,
+                                  iteration) from exc
 
 
 def read_log(path: PathLike) -> List[Dict[str, Any]]:
@@ -56,7 +141,12 @@ class RunLog:
         progress: show a tqdm bar.
         total, initial: bar range.
         desc: bar label.
-        resume_from: iteration of the checkpoint being resumed (later lines are dropped).
+        resume_from: iteration of the checkpoint being resumed (later lines are dropped;
+            the file is replaced atomically, so a failed rewrite leaves it as it was).
+
+    Raises:
+        RunOutputWriteError: ``log.jsonl`` cannot be written (e.g. no space left); it names
+            the file and, from :meth:`log`, the iteration of the record.
     """
 
     def __init__(self, run_dir: PathLike, *, enabled: bool = True, progress: bool = True, total: int = 0,
@@ -65,16 +155,25 @@ class RunLog:
         self.enabled = enabled
         self._bar = None
         self._tb = None
+        self._failed = False
         if not enabled:
             return
         if resume_from is not None:
             kept = [r for r in read_log(self.path) if r.get("iteration", 0) <= resume_from]
-            with open(self.path, "w") as f:
-                for r in kept:
-                    f.write(json.dumps(r) + "\n")
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with writing(self.path, keep_partial=True):
+                try:
+                    with open(tmp, "w") as f:
+                        f.writelines(json.dumps(r) + "\n" for r in kept)
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    raise
         elif self.path.exists():
             self.path.unlink()
-        self._file = open(self.path, "a")
+        with writing(self.path, keep_partial=True):
+            self._file = open(self.path, "a")
         if progress:
             from tqdm.auto import tqdm
 
@@ -90,8 +189,13 @@ class RunLog:
         """Append one record (must hold ``"iteration"``)."""
         if not self.enabled:
             return
-        self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
+        try:
+            with writing(self.path, keep_partial=True, iteration=record.get("iteration")):
+                self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+                self._file.flush()
+        except RunOutputWriteError:
+            self._failed = True
+            raise
         if self._tb is not None:
             prefix = record.get("split", "train")
             for k, v in record.items():
@@ -125,4 +229,10 @@ class RunLog:
             self._tb.close()
             self._tb = None
         if not self._file.closed:
-            self._file.close()
+            try:
+                with writing(self.path, keep_partial=True):
+                    self._file.close()
+            except RunOutputWriteError:
+                # closing retries the flush of a record that already failed; that error was raised
+                if not self._failed:
+                    raise

@@ -49,7 +49,7 @@ from .keyed_random import PROCESS_STREAM, sample_key
 from .method import Batch, Method
 from .registry import get_method
 from .run_data import case_for_plot, train_dataset, validation_dataset
-from .run_log import RunLog, read_log
+from .run_log import RunLog, RunOutputWriteError, read_log, writing
 from .sync_batchnorm import convert_batchnorm, local_statistics
 from .validation import METRIC_COLUMNS, evaluate_method, summarize
 
@@ -315,6 +315,10 @@ class Trainer:
         NonFiniteLossError: the loss became NaN/inf (names the iteration).
         CheckpointWriteError: a checkpoint could not be written (e.g. no space left); the
             previous checkpoint is unchanged, training stops; free space and resume.
+        RunOutputWriteError: ``log.jsonl``, ``eval/`` or ``plots/`` could not be written
+            (names the file and the last good checkpoint); training stops, the checkpoint
+            is intact; free space and resume (after the last iteration, resuming writes the
+            evaluation and plots again).
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved first.
 
     Example:
@@ -475,6 +479,13 @@ class Trainer:
                                         stop, start, total)
                 if state is None or it > start or not ckpt.exists():
                     ckpt = self._checkpoint(info, device, it, total, optimizer, scaler, lr)
+        except RunOutputWriteError as exc:
+            last = read_checkpoint_iteration(self.run_dir)
+            after = "" if exc.iteration is None else f" after iteration {exc.iteration} of {total}"
+            stopped = RunOutputWriteError(
+                f"training stopped{after}: {exc}; last good checkpoint: "
+                f"{'none' if last is None else f'iteration {last}'}", exc.errno, exc.path, exc.iteration)
+            raise stopped from exc
         finally:
             log.close()
         result = TrainResult(self.run_dir, it, total, ckpt)
@@ -576,24 +587,41 @@ class Trainer:
         return summary, rows
 
     def _finish(self, method, result: TrainResult) -> None:
+        """Final validation into ``eval/`` and the plots, after the last checkpoint.
+
+        Raises:
+            RunOutputWriteError: a file of ``eval/`` or ``plots/`` could not be written; the
+                message names it and the finished checkpoint, from which ``--resume`` writes
+                them again. A partly written file is removed.
+        """
+        try:
+            self._write_outputs(method, result)
+        except RunOutputWriteError as exc:
+            raise RunOutputWriteError(
+                f"{exc}; training is finished (checkpoint {result.checkpoint}, iteration {result.iteration} of "
+                f"{result.total_iterations}): free space and resume the run to write eval/ and plots/",
+                exc.errno, exc.path) from exc
+
+    def _write_outputs(self, method, result: TrainResult) -> None:
         cfg = self.config
         if self.validate:
             summary, rows = self._validate(method, None, result.iteration)
             result.summary, result.cases = summary, rows
             if summary is not None:
                 out = self.run_dir / "eval"
-                out.mkdir(exist_ok=True)
-                with open(out / "cases.csv", "w", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=["case", *METRIC_COLUMNS])
-                    writer.writeheader()
-                    writer.writerows(rows)
-                (out / "summary.json").write_text(json.dumps(
-                    {"iteration": result.iteration, "split": cfg.data.val_split, **summary}, indent=1))
+                with writing(out / "cases.csv") as path:
+                    out.mkdir(exist_ok=True)
+                    with open(path, "w", newline="") as f:
+                        writer = csv.DictWriter(f, fieldnames=["case", *METRIC_COLUMNS])
+                        writer.writeheader()
+                        writer.writerows(rows)
+                with writing(out / "summary.json") as path, open(path, "w") as f:
+                    json.dump({"iteration": result.iteration, "split": cfg.data.val_split, **summary}, f, indent=1)
         if cfg.plots:
             from .plots import plot_case, plot_loss_curves
 
-            plot_loss_curves(read_log(self.run_dir), self.run_dir / "plots" / "loss.png",
-                             title=f"{cfg.method} ({Path(cfg.data.root).name})")
+            with writing(self.run_dir / "plots" / "loss.png") as path:
+                plot_loss_curves(read_log(self.run_dir), path, title=f"{cfg.method} ({Path(cfg.data.root).name})")
             self._plot_case(method, plot_case)
 
     @torch.no_grad()
@@ -607,9 +635,10 @@ class Trainer:
         method.eval()
         pred = method.predict(x).argmax(1)[0].cpu().numpy()
         unc = method.uncertainty(x)
-        plot_case(crop["image"][0], crop["clean"], self.run_dir / "plots" / "case.png", noisy=crop["noisy"],
-                  prediction=pred, uncertainty=None if unc is None else unc[0].float().cpu().numpy(),
-                  title=f"{cfg.method}: training case {case['case']}")
+        with writing(self.run_dir / "plots" / "case.png") as path:
+            plot_case(crop["image"][0], crop["clean"], path, noisy=crop["noisy"], prediction=pred,
+                      uncertainty=None if unc is None else unc[0].float().cpu().numpy(),
+                      title=f"{cfg.method}: training case {case['case']}")
 
 
 def _crop_around(case: dict, size) -> dict:
