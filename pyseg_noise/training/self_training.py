@@ -5,13 +5,19 @@ labels) and an unlabelled part. Then:
 
 1. **base models** — ``T`` models (TSMAN: 3, with different initialisations
    and 10,000 / 15,000 / 20,000 iterations) are trained on the labelled part
-   only (``base_method``, seeds ``seed``, ``seed + 1``, ...);
+   only (``base_method``, seeds ``seed``, ``seed + 1``, ...). For a TSMAN
+   pipeline they are DenseVoxNets trained with plain CE and deep supervision
+   (:mod:`pyseg_noise.training.densevoxnet`, the sizes of TSMAN's streams):
+   the paper's "Baseline" without any attention;
 2. **distillation** — the unlabelled part gets pseudo labels by model, data or
    hierarchical distillation (:mod:`pyseg_noise.training.distill`, whole
    volumes by sliding window);
 3. **retraining** — the final method (TSMAN) is trained on all training cases:
    manual labels on the labelled part, pseudo labels on the rest (which carry
-   the noise TSMAN is built to tolerate).
+   the noise TSMAN is built to tolerate). TSMAN fine-tunes: its two streams
+   start from base models 0 and 1 (two different CE-trained DenseVoxNets,
+   ``method_options.init_streams``) and train with the mutual attentions and
+   f4 from the first iteration (``init_from_base``).
 
 Everything lands in one folder, and a stopped pipeline resumes where it stopped
 (finished runs are reused, an unfinished run is resumed from its checkpoint)::
@@ -24,10 +30,12 @@ Everything lands in one folder, and a stopped pipeline resumes where it stopped
     final/                 Trainer run folder of the retrained method
     self_training.json     the summary
 
-Choices: the base models default to the final method with its options (the
-paper does not name the base network; its Table 1 compares base models
-"A, B, C" trained with different initialisations and iteration counts);
-``base_method: vnet`` trains plain V-Nets instead. The labelled cases keep the
+Choices: the paper does not name the base network ("three models, with
+different initializations and max iterations"); TSMAN fine-tunes CE-trained
+DenseVoxNets and Table 2's "Baseline" is the network without attention, so
+the base models of a ``tsman`` pipeline are ``densevoxnet`` runs with the
+streams' sizes; for another final method they default to that method with
+its options. ``base_method: vnet`` trains plain V-Nets instead. The labelled cases keep the
 run's configured training labels (clean by default; ``data.noisy_labels``
 applies to them too). The validation split is the dataset's test split for
 every run.
@@ -45,10 +53,12 @@ import numpy as np
 
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, dataclass_from_dict
-from .distill import DISTILLATION_METHODS, data_distillation_transforms, distill_dataset, write_pseudo_labels
+from .densevoxnet import DENSEVOXNET_SIZE_KEYS
+from .distill import (DISTILLATION_METHODS, data_distillation_transforms, distill_dataset, training_case_names,
+                      write_pseudo_labels)
 
 __all__ = ["SelfTrainingConfig", "SelfTrainingResult", "split_cases", "make_case_subset", "run_self_training",
-           "pseudo_label_quality", "main"]
+           "pseudo_label_quality", "base_model_method", "fine_tuning_streams", "main"]
 
 PathLike = Union[str, Path]
 
@@ -60,9 +70,13 @@ class SelfTrainingConfig:
     Attributes:
         labelled_fraction: ``xi``, the share of training cases with manual labels (0 < xi < 1).
         split_seed: seeds which cases are labelled.
-        base_method: registered method of the base models (None = the final method).
+        base_method: registered method of the base models (None = ``densevoxnet`` with the
+            streams' sizes for a ``tsman`` pipeline, else the final method).
         base_method_options: options of ``base_method`` when it differs from the final
-            method (a mapping; defaults otherwise).
+            method (a mapping; defaults otherwise, and the DenseVoxNet sizes of the final
+            TSMAN for ``densevoxnet``).
+        init_from_base: a final TSMAN fine-tunes base models 0 and 1 (``init_streams``; needs
+            ``densevoxnet`` base models and ``T >= 2``); False trains it from scratch (stage 1 first).
         base_iterations: one entry per base model (``T`` = its length): 10000, 15000, 20000.
         distillation: ``"hd"`` (default), ``"md"`` or ``"dd"`` (``dd`` uses base model 0).
         flip_axes: flips combined with the 4 in-plane rotations (None = no flip; 0 = X, 1 = Y, 2 = Z).
@@ -81,6 +95,7 @@ class SelfTrainingConfig:
     patch_size: Optional[List[int]] = None
     stride: Optional[List[int]] = None
     validate_base: bool = False
+    init_from_base: bool = True
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting."""
@@ -205,16 +220,6 @@ def _train(config: TrainConfig, run_dir: Path, *, overwrite: bool, validate: boo
     return Trainer(config, run_dir, overwrite=overwrite, validate=validate).fit()
 
 
-def _training_cases(config: TrainConfig, layout: str) -> List[str]:
-    from pyseg_noise.data import find_case_list, read_case_list, read_dataset_json
-    from pyseg_noise.data.nifti import list_label_cases
-
-    root = Path(config.data.root)
-    if layout == "h5":
-        return read_case_list(find_case_list(root, config.data.train_split))
-    return list_label_cases(root / "labelsTr", read_dataset_json(root)["file_ending"])
-
-
 def pseudo_label_quality(root: PathLike, labels: Dict[str, np.ndarray], *, layout: str,
                          num_classes: int) -> Dict[str, float]:
     """Mean foreground Dice of each pseudo label against the dataset's clean label (``{case: dice}``)."""
@@ -231,6 +236,41 @@ def pseudo_label_quality(root: PathLike, labels: Dict[str, np.ndarray], *, layou
             clean = read_volume(root / "labelsTr" / f"{case}{read_dataset_json(root)['file_ending']}")
         out[case] = float(np.mean([dice(pseudo == c, clean == c) for c in range(1, num_classes)]))
     return out
+
+
+def base_model_method(config: TrainConfig, settings: SelfTrainingConfig) -> tuple:
+    """``(method, method_options)`` of the base models (see :class:`SelfTrainingConfig`).
+
+    A ``tsman`` pipeline's default is ``densevoxnet`` with the final TSMAN's DenseVoxNet sizes
+    (so base models 0 and 1 can initialise its streams); ``base_method_options`` override them.
+    """
+    final_options = config.to_dict()["method_options"]
+    method = settings.base_method or ("densevoxnet" if config.method == "tsman" else config.method)
+    if method == config.method:
+        return method, final_options
+    options = dict(settings.base_method_options)
+    if method == "densevoxnet" and config.method == "tsman":
+        sizes = {k: final_options[k] for k in DENSEVOXNET_SIZE_KEYS + ("aux_weight",)}
+        options = {**sizes, **options}
+    return method, options
+
+
+def fine_tuning_streams(config: TrainConfig, settings: SelfTrainingConfig, base_method: str,
+                        base_runs: Sequence[Path]) -> Optional[List[str]]:
+    """The ``init_streams`` of the final TSMAN (base models 0 and 1), or None where it trains from scratch.
+
+    Raises:
+        ConfigError: ``init_from_base`` with fewer than two base models; ``init_streams`` set by hand too.
+    """
+    if config.method != "tsman" or base_method != "densevoxnet" or not settings.init_from_base:
+        return None
+    if config.method_options.init_streams:
+        raise ConfigError("method_options.init_streams must be unset: self-training sets it to base models 0 "
+                          "and 1 (set self_training.init_from_base: false to keep your own)")
+    if len(base_runs) < 2:
+        raise ConfigError(f"self_training.init_from_base needs two base models (the two streams' "
+                          f"initialisations), got base_iterations {list(settings.base_iterations)}")
+    return [str(base_runs[0]), str(base_runs[1])]
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -273,7 +313,7 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
         split = json.loads(split_file.read_text())
         labelled, unlabelled = split["labelled"], split["unlabelled"]
     else:
-        labelled, unlabelled = split_cases(_training_cases(config, layout), settings.labelled_fraction,
+        labelled, unlabelled = split_cases(training_case_names(root, layout, d.train_split), settings.labelled_fraction,
                                            settings.split_seed)
         split_file.write_text(json.dumps({"labelled_fraction": settings.labelled_fraction,
                                           "split_seed": settings.split_seed, "labelled": labelled,
@@ -281,7 +321,7 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
 
     # 2. the base models, on the labelled cases only
     subset = make_case_subset(root, labelled, run_dir / "labelled_data", layout=layout, noisy_labels=d.noisy_labels)
-    base_method = settings.base_method or config.method
+    base_method, base_options = base_model_method(config, settings)
     final_values = config.to_dict()
     base_runs = []
     for t, iterations in enumerate(settings.base_iterations):
@@ -289,8 +329,7 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
         values.update(method=base_method, iterations=int(iterations), seed=config.seed + t)
         values["data"]["root"] = str(subset)
         values["data"]["layout"] = layout
-        values["method_options"] = (final_values["method_options"] if base_method == config.method
-                                    else dict(settings.base_method_options))
+        values["method_options"] = base_options
         run = run_dir / f"base_{t}"
         _train(config_from_dict(values), run, overwrite=overwrite, validate=settings.validate_base)
         base_runs.append(run)
@@ -314,7 +353,8 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
             batch_size=config.val_batch_size, progress=config.progress,
         )
         del models
-        paths = write_pseudo_labels(root, labels, layout=layout, out_dir=pseudo_dir, h5_key=h5_key)["label_paths"]
+        paths = write_pseudo_labels(root, labels, layout=layout, out_dir=pseudo_dir, h5_key=h5_key,
+                                    split=d.train_split)["label_paths"]
         try:
             dice_by_case = pseudo_label_quality(root, labels, layout=layout, num_classes=d.num_classes)
         except (FileNotFoundError, ValueError):  # no clean labels to compare with
@@ -325,10 +365,13 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
     values = json.loads(json.dumps(final_values))
     values["data"]["label_overrides"] = str(pseudo_dir)
     values["data"]["layout"] = layout
+    init = fine_tuning_streams(config, settings, base_method, base_runs)
+    if init:
+        values["method_options"]["init_streams"] = init
     final = _train(config_from_dict(values), run_dir / "final", overwrite=overwrite, validate=True)
 
     summary = {
-        "labelled": labelled, "unlabelled": unlabelled, "base_method": base_method,
+        "labelled": labelled, "unlabelled": unlabelled, "base_method": base_method, "init_streams": init,
         "base_runs": [str(r) for r in base_runs], "distillation": settings.distillation,
         "pseudo_dice_mean": float(np.mean(list(dice_by_case.values()))) if dice_by_case else None,
         "pseudo_dice": dice_by_case, "final_run": str(run_dir / "final"),

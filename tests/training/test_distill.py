@@ -333,3 +333,17 @@ def test_distill_dataset_labels_whole_volumes(datasets):
 
 def test_distillers_are_registered():
     assert {"md", "dd", "hd"} <= set(_DISTILLERS)
+
+
+def test_training_cases_read_the_configured_split(tmp_path):
+    root = tmp_path / "h5"
+    generate_synthetic_dataset(root, n_train=3, n_test=1, shape=(16, 16, 16), seed=0)
+    assert training_case_names(root, "h5") == ["case_000", "case_001", "case_002"]
+    (root / "mine.list").write_text("case_002\ncase_000\n")
+    assert training_case_names(root, "h5", "mine") == ["case_002", "case_000"]
+    # write_pseudo_labels accepts only cases of the configured split
+    label = np.zeros((16, 16, 16), np.uint8)
+    with pytest.raises(ValueError, match="not training cases"):
+        write_pseudo_labels(root, {"case_001": label}, out_dir=tmp_path / "out", split="mine")
+    assert write_pseudo_labels(root, {"case_002": label}, out_dir=tmp_path / "out", split="mine")["cases"] == [
+        "case_002"]

@@ -230,6 +230,10 @@ def test_self_training_writes_pseudo_labels_a_dataset_reads(tmp_path):
     for t, run in enumerate(result.base_runs):
         cfg = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
         assert cfg["iterations"] == [1, 2][t] and cfg["seed"] == t
+        # plain-CE DenseVoxNets (the paper's "Baseline"), with the streams' sizes
+        assert cfg["method"] == "densevoxnet"
+        assert {k: cfg["method_options"][k] for k in ("stem_channels", "growth_rate", "n_layers")} == {
+            k: TINY[k] for k in ("stem_channels", "growth_rate", "n_layers")}
         assert (tmp_path / "st" / "labelled_data" / "train.list").read_text().split() == labelled
     # the pseudo labels are the HD of the two base models, and a dataset reads them as overrides
     models = [load_trained(r, "cpu") for r in result.base_runs]
@@ -245,6 +249,12 @@ def test_self_training_writes_pseudo_labels_a_dataset_reads(tmp_path):
     # the final run trained on them, and validated
     final_cfg = __import__("yaml").safe_load((tmp_path / "st" / "final" / "config.yaml").read_text())
     assert final_cfg["data"]["label_overrides"] == str(tmp_path / "st" / "pseudo_labels")
+    # TSMAN fine-tuned base models 0 and 1: its streams were loaded from them before the first iteration
+    assert final_cfg["method_options"]["init_streams"] == [str(r) for r in result.base_runs]
+    from pyseg_noise.training import load_checkpoint
+    assert load_checkpoint(tmp_path / "st" / "final")["method_state"]["streams_loaded"] is True
+    assert json.loads((tmp_path / "st" / "self_training.json").read_text())["init_streams"] == [
+        str(r) for r in result.base_runs]
     assert result.final.iteration == 2 and "dice" in result.final.summary
     # the `distill hd` command gives the same labels from the same runs
     import argparse
