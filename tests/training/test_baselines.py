@@ -144,12 +144,15 @@ def test_decoupling_updates_exactly_where_the_networks_disagree():
     a = torch.randn(2, 3, 6, 5, requires_grad=True)
     b = torch.randn(2, 3, 6, 5, requires_grad=True)
     y = torch.randint(0, 3, (2, 6, 5))
-    loss, mask = decoupling_loss(a, b, y)
+    loss, mask = decoupling_loss(a, b, y, normalize="selected")
     disagree = a.argmax(1) != b.argmax(1)
     assert torch.equal(mask, disagree)
     ce_a = F.cross_entropy(a, y, reduction="none")
     ce_b = F.cross_entropy(b, y, reduction="none")
     torch.testing.assert_close(loss, (ce_a[disagree].sum() + ce_b[disagree].sum()) / disagree.sum())
+    # the default, as TSMAN describes the method: the disagreement voxels' losses over all voxels
+    torch.testing.assert_close(decoupling_loss(a, b, y)[0], (ce_a[disagree].sum() + ce_b[disagree].sum()) / y.numel())
+    assert DecouplingOptions().normalize == "all" and DecouplingOptions().warmup_fraction == 0.0
     ga, gb = torch.autograd.grad(loss, (a, b))
     assert torch.equal(ga.abs().sum(1) > 0, disagree) and torch.equal(gb.abs().sum(1) > 0, disagree)
 

@@ -11,17 +11,19 @@ non-zero loss weight for a voxel when their predictions are different"):
 
 Departures and choices:
 
-* ``normalize="selected"`` (default) averages over the disagreeing voxels,
-  i.e. an SGD step on the selected samples as in Algorithm 1;
-  ``normalize="all"`` averages over all voxels, which is exactly TSMAN's loss
-  attention without the Gaussian smoothing (``tsman_loss`` with a 1-voxel
-  kernel) — the form TSMAN's Figure 6 compares against.
+* ``normalize="all"`` (default) averages over all voxels, which is exactly
+  TSMAN's description of the method ("assigning a non-zero loss weight for a
+  voxel when their predictions are different"; TSMAN's loss attention
+  without the Gaussian smoothing, ``tsman_loss`` with a 1-voxel kernel) — the
+  form TSMAN's Figures 6 and 7 compare against;
+  ``normalize="selected"`` averages over the disagreeing voxels, i.e. an SGD
+  step on the selected samples as in Malach's Algorithm 1.
 * When the networks agree everywhere the loss is 0 and nothing is learned
   (TSMAN's loss attention has the same trivial minimum, see
   :mod:`pyseg_noise.training.tsman`); two randomly initialised V-Nets keep
-  disagreeing on our synthetic data, so the default follows the paper, but
-  ``warmup_fraction`` trains both networks on all voxels for that share of the
-  run first.
+  disagreeing on our synthetic data, so the default follows the paper (no
+  warm-up, ``warmup_fraction: 0``), and the opt-in ``warmup_fraction`` trains
+  both networks on all voxels for that share of the run first.
 * DenseVoxNet's auxiliary heads use the same mask (from the main outputs),
   weighted by ``aux_weight``.
 * Prediction: the mean of both networks' softmax (TSMAN's protocol;
@@ -50,7 +52,7 @@ def decoupling_mask(logits_a: Tensor, logits_b: Tensor) -> Tensor:
 
 
 def decoupling_loss(logits_a: Tensor, logits_b: Tensor, target: Tensor, *,
-                    normalize: str = "selected") -> Tuple[Tensor, Tensor]:
+                    normalize: str = "all") -> Tuple[Tensor, Tensor]:
     """Both networks' cross-entropy on their disagreement voxels.
 
     Args:
@@ -72,13 +74,14 @@ class DecouplingOptions:
 
     Attributes:
         backbone: ``"vnet"`` (PINT's comparison) or ``"densevoxnet"`` (TSMAN's).
-        normalize: ``"selected"`` (Malach's SGD on the disagreement set) or ``"all"``.
-        warmup_fraction: share of the iterations trained with plain CE on all voxels
-            before decoupling starts (0 = the paper).
+        normalize: ``"all"`` (TSMAN's description: a loss weight on the disagreement voxels,
+            mean over all voxels) or ``"selected"`` (Malach's SGD on the disagreement set).
+        warmup_fraction: opt-in share of the iterations trained with plain CE on all voxels
+            before decoupling starts (0 = the paper, the default).
     """
 
     backbone: str = "vnet"
-    normalize: str = "selected"
+    normalize: str = "all"
     warmup_fraction: float = 0.0
 
 
