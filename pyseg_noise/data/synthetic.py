@@ -17,6 +17,18 @@ Each case is a 3-D volume with:
 * **MR-like corruption**: a smooth textured background, partial-volume blur,
   a smooth multiplicative bias field and Rician noise.
 
+**Three classes** (``num_classes=3``, HVSMR-like, the data of TSMAN: blood
+pool and myocardium): the same chamber is label 1 (the "blood pool") and a
+wall ring around it is label 2 (the "myocardium"): the shell of voxels within
+``wall + 0.12 * r_eq`` voxels outside the chamber's surface (``wall`` the
+case's 1-2.5 voxel wall, ``r_eq`` the chamber's equivalent radius: ~3-4.5
+voxels at 64 x 64 x 48), at an intensity between background and blood
+(``wall_value + 0.1``, 0.5-0.7; the dim background blobs are 0.55, so
+intensity alone does not find it). The distractors start outside the ring.
+No extra random numbers are drawn, so case ``i`` of a 3-class set has the
+same chamber (label 1), distractors and noise as case ``i`` of the binary
+set with the same seed, and the binary output is unchanged by the option.
+
 The same ``seed`` gives the same files; case ``i`` depends only on ``(seed, i)``
 and the generation settings, not on ``n_train``/``n_test``. About 0.1 s per
 96 x 96 x 64 case on one core, plus writing (20 cases: ~3 s as h5, ~4 s as NIfTI).
@@ -156,6 +168,7 @@ def make_synthetic_case(
     foreground_fraction: Tuple[float, float] = (0.055, 0.095),
     noise_sigma: float = 0.12,
     bias_strength: float = 0.3,
+    num_classes: int = 2,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """One synthetic case.
 
@@ -165,12 +178,13 @@ def make_synthetic_case(
         foreground_fraction: (low, high); the case's fraction is drawn uniformly in it.
         noise_sigma: Rician noise level, relative to the target's mean intensity (1.0).
         bias_strength: standard deviation of the log bias field.
+        num_classes: 2 (the chamber) or 3 (chamber = 1 and a wall ring = 2, module docstring).
 
     Returns:
-        (image ndarray[X, Y, Z] float32, label ndarray[X, Y, Z] uint8 in {0, 1}).
+        (image ndarray[X, Y, Z] float32, label ndarray[X, Y, Z] uint8 in {0, .., num_classes - 1}).
 
     Raises:
-        ValueError: shape with a side < 16, or a fraction range outside (0, 0.5).
+        ValueError: shape with a side < 16, a fraction range outside (0, 0.5), num_classes not 2 or 3.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 16:
@@ -178,6 +192,8 @@ def make_synthetic_case(
     lo_f, hi_f = (float(f) for f in foreground_fraction)
     if not 0.0 < lo_f <= hi_f < 0.5:
         raise ValueError(f"foreground_fraction must be (low, high) with 0 < low <= high < 0.5, got {foreground_fraction!r}")
+    if isinstance(num_classes, bool) or num_classes not in (2, 3):
+        raise ValueError(f"num_classes must be 2 or 3, got {num_classes!r}")
     if not (noise_sigma >= 0 and bias_strength >= 0):
         raise ValueError(f"noise_sigma and bias_strength must be >= 0, got {noise_sigma!r}, {bias_strength!r}")
     rng = np.random.default_rng() if rng is None else rng
@@ -237,7 +253,13 @@ def make_synthetic_case(
 
     # -- distractors: bright structures pressed against the target behind a thin wall
     wall = rng.uniform(1.0, 2.5)
-    outside = target > level + wall
+    ring = None
+    if num_classes == 3:  # the myocardium-like ring; drawn from values already drawn (module docstring)
+        thickness = wall + 0.12 * r_eq
+        ring = (target >= level) & (target < level + thickness)
+        outside = target > level + thickness
+    else:
+        outside = target > level + wall
     away = _random_direction(rng, 0.3)
     ventricle_radii = r_eq * aspect * rng.uniform(0.9, 1.25, 3)
     ventricle_centre = centre + away * (body_radii.mean() + ventricle_radii.mean()) * rng.uniform(0.75, 0.95)
@@ -257,6 +279,8 @@ def make_synthetic_case(
     image = np.where((ventricle | aorta) & ~outside, wall_value, image)
     image = np.where(ventricle & outside, rng.uniform(0.8, 0.95) + 0.04 * texture[1], image)
     image = np.where(aorta & outside, rng.uniform(0.85, 1.0) + 0.04 * texture[1], image)
+    if ring is not None:
+        image = np.where(ring, wall_value + 0.1 + 0.04 * texture[1], image)
     image = np.where(label, 1.0 + 0.05 * texture[1], image).astype(np.float32)
     image = gaussian_filter(image, sigma=0.8)  # partial volume
     bias = np.exp(bias_strength * _smooth_field(shape, rng, cell=max(size.max() / 2, 8.0))[0])
@@ -265,7 +289,10 @@ def make_synthetic_case(
     real = image + noise_sigma * rng.standard_normal(shape, dtype=np.float32)
     imag = noise_sigma * rng.standard_normal(shape, dtype=np.float32)
     image = np.sqrt(real * real + imag * imag).astype(np.float32)
-    return image, label.astype(np.uint8)
+    out = label.astype(np.uint8)
+    if ring is not None:
+        out[ring] = 2
+    return image, out
 
 
 # ----------------------------------------------------------------------------- a dataset folder
@@ -290,6 +317,7 @@ def generate_synthetic_dataset(
     foreground_fraction: Tuple[float, float] = (0.055, 0.095),
     noise_sigma: float = 0.12,
     bias_strength: float = 0.3,
+    num_classes: int = 2,
     overwrite: bool = False,
 ) -> Dict[str, Any]:
     """Write a synthetic LA-like dataset with clean labels (see the module docstring).
@@ -312,14 +340,18 @@ def generate_synthetic_dataset(
         layout: ``"h5"`` or ``"nifti"``.
         seed: non-negative int; same seed, same files.
         spacing: voxel size written to the NIfTI headers.
-        foreground_fraction, noise_sigma, bias_strength: see :func:`make_synthetic_case`.
+        foreground_fraction, noise_sigma, bias_strength, num_classes: see
+            :func:`make_synthetic_case` (``num_classes=3``: chamber + wall ring; recorded in
+            ``synthetic.json`` and, NIfTI, ``dataset.json``; the binary files are those of
+            earlier versions).
         overwrite: replace an existing dataset in ``out_dir`` (else FileExistsError).
 
     Returns:
-        ``{"root", "layout", "train", "test", "foreground_fraction": {case: fraction}}``.
+        ``{"root", "layout", "train", "test", "foreground_fraction": {case: fraction}}``
+        (the share of voxels with a label > 0).
 
     Raises:
-        ValueError: bad counts, layout, seed or shape.
+        ValueError: bad counts, layout, seed, shape or num_classes.
         FileExistsError: ``out_dir`` already holds a dataset and ``overwrite=False``.
 
     Example:
@@ -334,6 +366,8 @@ def generate_synthetic_dataset(
         raise ValueError(f"layout must be 'h5' or 'nifti', got {layout!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(num_classes, bool) or num_classes not in (2, 3):
+        raise ValueError(f"num_classes must be 2 or 3, got {num_classes!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"shape must be three sizes >= 16 (X, Y, Z), got {shape!r}")
@@ -367,9 +401,10 @@ def generate_synthetic_dataset(
     for i, case in enumerate(cases):
         rng = np.random.default_rng([int(seed), i])
         image, label = make_synthetic_case(
-            shape, rng, foreground_fraction=foreground_fraction, noise_sigma=noise_sigma, bias_strength=bias_strength
+            shape, rng, foreground_fraction=foreground_fraction, noise_sigma=noise_sigma, bias_strength=bias_strength,
+            num_classes=num_classes,
         )
-        fractions[case] = float(label.mean())
+        fractions[case] = float((label > 0).mean())
         if layout == "h5":
             _write_h5(root / case / "mri_norm2.h5", image, label)
         else:
@@ -389,6 +424,8 @@ def generate_synthetic_dataset(
         "noise_sigma": float(noise_sigma),
         "bias_strength": float(bias_strength),
     }
+    if num_classes != 2:  # (absent for binary sets: their synthetic.json stays what it was)
+        settings["num_classes"] = int(num_classes)
     if layout == "h5":
         (root / "train.list").write_text("".join(c + "\n" for c in train))
         (root / "test.list").write_text("".join(c + "\n" for c in test))
@@ -397,7 +434,8 @@ def generate_synthetic_dataset(
             "name": "SyntheticLA",
             "description": "Synthetic left-atrium-like MR volumes from pyseg_noise (no real data)",
             "channel_names": {"0": "MRI"},
-            "labels": {"background": 0, "left_atrium": 1},
+            "labels": ({"background": 0, "left_atrium": 1} if num_classes == 2
+                       else {"background": 0, "blood_pool": 1, "myocardium": 2}),
             "numTraining": int(n_train),
             "file_ending": ".nii.gz",
         }

@@ -83,3 +83,56 @@ def test_overwrite(tmp_path):
         generate_synthetic_dataset(tmp_path, n_train=1, n_test=0, shape=(16, 16, 16), seed=0)
     generate_synthetic_dataset(tmp_path, n_train=1, n_test=0, shape=(16, 16, 16), seed=0, overwrite=True)
     assert sorted(p.name for p in tmp_path.glob("case_*")) == ["case_000"]
+
+
+# the binary output before the 3-class option existed (sha256 prefixes of the bytes of
+# make_synthetic_case((40, 36, 24), default_rng([5, i])) at commit 4f3779c): the PINT reproduction depends on it
+BINARY_DIGESTS = {0: ("fcc8252148c9989f", "60a84609af052aa3"), 1: ("92239580b2579668", "264da1b6f9ae25e2"),
+                  2: ("3ca5ed3321557926", "530260fc7db40d8e")}
+
+
+def _digest(a):
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("i", sorted(BINARY_DIGESTS))
+def test_binary_output_is_unchanged_and_three_classes_add_a_wall_ring(i):
+    image, label = make_synthetic_case((40, 36, 24), np.random.default_rng([5, i]))
+    assert (_digest(image), _digest(label)) == BINARY_DIGESTS[i]
+    assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1}
+    image3, label3 = make_synthetic_case((40, 36, 24), np.random.default_rng([5, i]), num_classes=3)
+    assert set(np.unique(label3)) == {0, 1, 2}
+    # the same chamber; the ring is the shell around it, never inside it
+    np.testing.assert_array_equal(label3 == 1, label == 1)
+    ring = label3 == 2
+    assert 0.02 < ring.mean() < 0.2
+    from scipy.ndimage import binary_dilation
+
+    assert (ring & ~binary_dilation(label == 1, iterations=8)).sum() == 0  # a thin wall next to the chamber
+    # it is a visible, but not a threshold-separable, structure: between background and blood
+    bg = label3 == 0
+    assert np.median(image3[bg]) < np.median(image3[ring]) < np.median(image3[label3 == 1])
+    # only the ring's own voxels change the image (spread by the partial-volume blur: radius 3 voxels)
+    changed = np.abs(image3 - image) > 1e-5
+    assert changed.any() and not (changed & (ndi.distance_transform_edt(~ring) > 4)).any()
+
+
+def test_three_class_dataset_records_its_classes(tmp_path):
+    import json
+
+    info = generate_synthetic_dataset(tmp_path / "h5", n_train=2, n_test=1, shape=(24, 24, 16), seed=1,
+                                      num_classes=3)
+    assert json.loads((tmp_path / "h5" / "synthetic.json").read_text())["num_classes"] == 3
+    case = LAH5Dataset(info["root"], "train", crop_size=None, augment=False)[0]
+    assert set(case["label"].unique().tolist()) == {0, 1, 2}
+    assert 0 < info["foreground_fraction"]["case_000"] == pytest.approx(float((case["label"] > 0).float().mean()))
+    generate_synthetic_dataset(tmp_path / "two", n_train=1, n_test=0, shape=(24, 24, 16), seed=1)
+    assert "num_classes" not in json.loads((tmp_path / "two" / "synthetic.json").read_text())
+    generate_synthetic_dataset(tmp_path / "nii", n_train=1, n_test=1, shape=(24, 24, 16), seed=1, layout="nifti",
+                               num_classes=3)
+    labels = json.loads((tmp_path / "nii" / "dataset.json").read_text())["labels"]
+    assert labels == {"background": 0, "blood_pool": 1, "myocardium": 2}
+    with pytest.raises(ValueError, match="num_classes"):
+        generate_synthetic_dataset(tmp_path / "bad", n_train=1, n_test=0, shape=(24, 24, 16), num_classes=4)
