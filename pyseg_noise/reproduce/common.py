@@ -151,12 +151,13 @@ class DataInfo:
 
 
 def prepare_data(settings: ReproduceSettings, shape: Sequence[int], n_train: int, n_test: int, out: Path,
-                 say: Callable[[str], None]) -> DataInfo:
+                 say: Callable[[str], None], num_classes: int = 2) -> DataInfo:
     """Check the user's ``--data`` or generate (or reuse) the synthetic dataset in ``out/data``.
 
     Args:
         settings: ``data`` and ``seed`` are read.
         shape, n_train, n_test: the synthetic dataset's size (the scale's).
+        num_classes: of the synthetic dataset (2: binary; 3: chamber + wall ring, TSMAN's default).
         out: the reproduction's folder.
         say: where progress lines go.
 
@@ -183,18 +184,19 @@ def prepare_data(settings: ReproduceSettings, shape: Sequence[int], n_train: int
     info = None
     if marker.is_file():
         old = json.loads(marker.read_text())
-        if {k: old.get(k) for k in wanted} == wanted:
+        if {k: old.get(k) for k in wanted} == wanted and old.get("num_classes", 2) == num_classes:
             info = old
     if info is None:
         say(f"generating the synthetic dataset: {n_train} training + {n_test} test volumes of "
             f"{'x'.join(map(str, shape))} ...")
         gen = generate_synthetic_dataset(root, n_train=n_train, n_test=n_test, shape=tuple(shape),
-                                         seed=settings.seed, overwrite=True)
+                                         seed=settings.seed, num_classes=num_classes, overwrite=True)
         fractions = [gen["foreground_fraction"][c] for c in gen["train"]]
         info = {**json.loads(marker.read_text()), "mean_train_foreground": float(np.mean(fractions))}
         marker.write_text(json.dumps(info, indent=1))
     fg = float(info.get("mean_train_foreground", 0.075))
-    desc = (f"synthetic LA-like volumes generated in {root} ({n_train} training / {n_test} test, "
+    kind = "LA-like" if num_classes == 2 else f"{num_classes}-class (chamber + wall ring)"
+    desc = (f"synthetic {kind} volumes generated in {root} ({n_train} training / {n_test} test, "
             f"{'x'.join(map(str, shape))}, {100 * fg:.1f}% foreground, seed {settings.seed})")
     return DataInfo(root, "h5", desc, synthetic=True, foreground_fraction=fg)
 

@@ -6,21 +6,24 @@ For each repetition ``r`` (seed ``s = seed + r``) and each labelled fraction
 1. **split** — ``round(xi * N)`` training cases keep their manual labels, the
    others are treated as unlabelled (:func:`~pyseg_noise.training.self_training.split_cases`,
    drawn with seed ``s``);
-2. **base models A, B, C** — TSMAN with every attention, trained on the
-   labelled cases only, seeds ``s, s+1, s+2``, for 10,000 / 15,000 / 20,000
-   of the retrained runs' 35,000 iterations (TSMAN "Implementation Details",
-   scaled with the budget);
+2. **base models A, B, C** — DenseVoxNets with the streams' sizes trained
+   with plain CE and deep supervision (``densevoxnet``, Table 2's "Baseline":
+   no attention), on the labelled cases only, seeds ``s, s+1, s+2``, for
+   10,000 / 15,000 / 20,000 of the retrained runs' 35,000 iterations (TSMAN
+   "Implementation Details", scaled with the budget);
 3. **Table 1** — every unlabelled case is labelled by A, B and C alone, by
    model distillation (MD), by data distillation of each model (DD: 4
    in-plane rotations x {no flip, flip X, flip Y}) and by hierarchical
-   distillation (HD, majority vote of the 36 predictions), all from one pass
+   distillation (HD: the voting function g over the three DD results, Eq. 10;
+   g = majority of hard labels with a mean-softmax tie-break), all from one pass
    (:func:`~pyseg_noise.training.distill.distillation_variants`); each pseudo
    label is scored against the case's clean label: Dice, ASD, HD;
 4. **Table 2** (at the ablation's ``xi``) — the HD pseudo labels replace the
-   unlabelled cases' labels, and TSMAN is retrained on manual + pseudo labels
+   unlabelled cases' labels, and TSMAN is fine-tuned on manual + pseudo labels
    in each of the paper's five attention configurations (none; f4; f3 + f4;
-   f2 + f3 + f4; all), with the same budget, data and seed, and scored on the
-   clean test labels: Dice, ASD, HD.
+   f2 + f3 + f4; all): its two streams start from base models A and B
+   (``init_streams``; the SA/CA modules fresh), with the same budget, data and
+   seed, and scored on the clean test labels: Dice, ASD, HD.
 
 Rows are aggregated over repetitions (mean ± sample std), flagged when they
 collapsed (:func:`~pyseg_noise.training.detect_collapse`; Table 2's reference
@@ -37,11 +40,14 @@ What the paper leaves open, and what is done here:
 * Table 1 compares "the quality of pseudo labels"; we score the pseudo labels
   of the unlabelled training cases against their clean labels.
 * The base network is not named ("three models, with different
-  initializations and max iterations"); we use TSMAN itself, as
-  :mod:`pyseg_noise.training.self_training` does by default.
+  initializations and max iterations"); we use the plain-CE DenseVoxNet
+  (TSMAN fine-tunes CE-trained DenseVoxNets), as
+  :mod:`pyseg_noise.training.self_training` does for a TSMAN pipeline.
 * Table 2's ``xi`` is not stated; ``--ablation-fraction`` (default 0.5).
 * HVSMR has three classes (background, myocardium, blood pool); the
-  synthetic dataset has one structure (binary labels). With ``--data`` set
+  synthetic dataset is generated with 3 classes by default (the chamber and
+  a wall ring around it, :mod:`pyseg_noise.data.synthetic`);
+  ``--set data.num_classes=2`` generates the binary set. With ``--data`` set
   ``--set data.num_classes=3`` for HVSMR-like labels; metrics are means over
   the foreground classes.
 """
@@ -65,6 +71,7 @@ from pyseg_noise.training.distill import (DD_TRANSFORMS, distillation_variants, 
                                           write_pseudo_labels)
 from pyseg_noise.training.self_training import make_case_subset, split_cases
 from pyseg_noise.training.trainer import load_trained, resolve_device
+from pyseg_noise.training.tsman import tsman_departures
 from pyseg_noise.training.validation import case_metrics, summarize
 
 from .common import (DataInfo, ReproduceReport, ReproduceSettings, check_seed_and_repeats, prepare_data,
@@ -78,6 +85,28 @@ __all__ = ["reproduce_tsman", "TSMANRecord", "TSMANRow", "OVERRIDE_PREFIXES"]
 
 #: ``--set PREFIX:KEY=VALUE`` targets: the base models of the distillation, or Table 2's retrained runs
 OVERRIDE_PREFIXES = ("base", "ablation")
+
+#: classes of the generated synthetic dataset (HVSMR's: background, blood pool, myocardium)
+SYNTHETIC_CLASSES = 3
+
+
+def synthetic_classes(settings: ReproduceSettings) -> int:
+    """Classes of the synthetic dataset: :data:`SYNTHETIC_CLASSES`, or a common ``--set data.num_classes=N``.
+
+    Raises:
+        ConfigError: ``data.num_classes`` other than 2 or 3 for the synthetic data.
+    """
+    value = SYNTHETIC_CLASSES
+    for item in split_overrides(settings.overrides)[0]:
+        key, _, raw = item.partition("=")
+        if key.strip() == "data.num_classes":
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"data.num_classes must be an int, got {raw!r}") from None
+    if settings.data is None and value not in (2, 3):
+        raise ConfigError(f"data.num_classes must be 2 or 3 for the synthetic data, got {value}")
+    return value
 
 
 @dataclass
@@ -186,7 +215,7 @@ class _Fraction:
         subset = make_case_subset(ctx.data.root, labelled, self.folder / "labelled_data", layout=ctx.data.layout)
         runs, all_reused = [], True
         for t, iterations in enumerate(ctx.base_iterations):
-            cfg = ctx.config("tsman", ctx.row_options("tsman"), self.seed + t, subset, None,
+            cfg = ctx.config("densevoxnet", ctx.base_options(), self.seed + t, subset, None,
                              [[f"iterations={iterations}"], ctx.per_prefix.get("base", [])])
             run_dir = self.folder / f"base_{'ABC'[t] if t < 3 else t}"
             ctx.say(f"[repeat {self.repeat}] xi {_pct(self.xi)}: base model {'ABC'[t] if t < 3 else t} "
@@ -245,15 +274,16 @@ class _Context:
     def __init__(self, settings: ReproduceSettings, scale: TSMANScale, data: DataInfo, out: Path, say):
         self.settings, self.scale, self.data, self.out, self.say = settings, scale, data, out, say
         self.common, self.per_prefix = split_overrides(settings.overrides)
+        self.synthetic_classes = synthetic_classes(settings) if data.synthetic else None
         # validate every kind of run's config before the first training
         probe = self.config("tsman", self.row_options("tsman"), settings.seed, data.root, None,
                             [self.per_prefix.get("ablation", [])])
         self.final_iterations = probe.iterations
         self.base_iterations = tsman_base_iterations(probe.iterations)
         for t, n in enumerate(self.base_iterations):
-            self.config("tsman", self.row_options("tsman"), settings.seed + t, data.root, None,
+            self.config("densevoxnet", self.base_options(), settings.seed + t, data.root, None,
                         [[f"iterations={n}"], self.per_prefix.get("base", [])])
-        self.warmup_fraction = probe.method_options.warmup_fraction
+        self.departures = tsman_departures(probe.method_options)
         self.crop_size = tuple(probe.data.crop_size)
         self.stride = tuple(probe.val_stride)
         self.val_batch_size = probe.val_batch_size
@@ -268,8 +298,14 @@ class _Context:
 
     def config(self, method: str, options: Dict, seed: int, root: Path, label_dir: Optional[Path],
                extra: Sequence[Sequence[str]]):
-        return run_config(self.settings, self.scale.config_overrides(), method, options, seed, root, label_dir,
-                          [self.common, *extra])
+        budget = self.scale.config_overrides()
+        if self.synthetic_classes is not None:
+            budget = {**budget, "data": {**budget.get("data", {}), "num_classes": self.synthetic_classes}}
+        return run_config(self.settings, budget, method, options, seed, root, label_dir, [self.common, *extra])
+
+    def base_options(self) -> Dict:
+        """The base models' options: DenseVoxNet with the streams' sizes of this scale."""
+        return {k: v for k, v in self.scale.method_overrides().items() if k != "subnet"}
 
     def row_options(self, row: str) -> Dict:
         _, points, loss_attention = TSMAN_TABLE2_ROWS[row]
@@ -315,7 +351,8 @@ def reproduce_tsman(settings: ReproduceSettings, *, print_fn: Callable[[str], No
     out = Path(settings.out or "tsman_reproduction")
     out.mkdir(parents=True, exist_ok=True)
     say = print_fn
-    data = prepare_data(settings, scale.shape, scale.n_train, scale.n_test, out, say)
+    data = prepare_data(settings, scale.shape, scale.n_train, scale.n_test, out, say,
+                        num_classes=synthetic_classes(settings) if settings.data is None else 2)
     ctx = _Context(settings, scale, data, out, say)
     all_fractions = fractions + [x for x in [ablation_xi] if not any(_close(x, f) for f in fractions)]
 
@@ -338,7 +375,7 @@ def reproduce_tsman(settings: ReproduceSettings, *, print_fn: Callable[[str], No
                 records.append(rec)
                 _say_record(say, rec, f"{TSMAN_TABLE1_ROWS[row]:<13}")
             if _close(xi, ablation_xi):
-                records += _ablation(ctx, part, pseudo_dir, r, seed)
+                records += _ablation(ctx, part, pseudo_dir, base_runs, r, seed)
 
     t1 = _aggregate([x for x in records if x.table == "table1"], "table1")
     t2 = _aggregate([x for x in records if x.table == "table2"], "table2")
@@ -378,15 +415,18 @@ def reproduce_tsman(settings: ReproduceSettings, *, print_fn: Callable[[str], No
                            tables={"table1": table1, "table2": table2})
 
 
-def _ablation(ctx: _Context, part: _Fraction, pseudo_dir: Path, repeat: int, seed: int) -> List[TSMANRecord]:
-    """Table 2: the five attention configurations retrained on manual + HD pseudo labels."""
+def _ablation(ctx: _Context, part: _Fraction, pseudo_dir: Path, base_runs: Sequence[Path], repeat: int,
+              seed: int) -> List[TSMANRecord]:
+    """Table 2: the five attention configurations fine-tuned from base models A and B on manual + HD pseudo labels."""
     records: List[TSMANRecord] = []
     baseline = None
+    init = [str(base_runs[0]), str(base_runs[1])] if len(base_runs) >= 2 else None
     for row, (name, _, _) in TSMAN_TABLE2_ROWS.items():
-        cfg = ctx.config("tsman", ctx.row_options(row), seed, ctx.data.root, pseudo_dir,
-                         [ctx.per_prefix.get("ablation", [])])
+        options = {**ctx.row_options(row), **({"init_streams": init} if init else {})}
+        cfg = ctx.config("tsman", options, seed, ctx.data.root, pseudo_dir, [ctx.per_prefix.get("ablation", [])])
         run_dir = part.folder / "ablation" / row.replace("+", "_")
-        ctx.say(f"[repeat {repeat}] Table 2: training {name} on manual + HD pseudo labels -> {run_dir}")
+        ctx.say(f"[repeat {repeat}] Table 2: fine-tuning {name} from base models A and B on manual + HD pseudo "
+                f"labels -> {run_dir}")
         summary, seconds, reused = train_run(cfg, run_dir, ctx.settings.overwrite)
         rec = _record("table2", part.xi, row, repeat, seed, summary, seconds, run_dir,
                       None if row == "baseline" else baseline)
@@ -399,9 +439,12 @@ def _ablation(ctx: _Context, part: _Fraction, pseudo_dir: Path, repeat: int, see
 
 def _header(settings, scale, data, ctx, fractions, ablation_xi, repeats) -> List[str]:
     n = len(ctx.train_cases)
-    if data.synthetic:
-        classes = ("classes: 2 — binary labels: the synthetic generator makes one structure (HVSMR has "
-                   "myocardium and blood pool, 3 classes)")
+    if data.synthetic and ctx.num_classes == 3:
+        classes = ("classes: 3 — a chamber (\"blood pool\") and a wall ring around it (\"myocardium\"), as "
+                   "HVSMR's; Dice/ASD/HD are means over the two foreground classes")
+    elif data.synthetic:
+        classes = ("classes: 2 — binary labels (data.num_classes=2; HVSMR has myocardium and blood pool, "
+                   "3 classes)")
     else:
         classes = (f"classes: {ctx.num_classes} (data.num_classes; HVSMR: 3) — Dice/ASD/HD are means over the "
                    "foreground classes")
@@ -410,19 +453,18 @@ def _header(settings, scale, data, ctx, fractions, ablation_xi, repeats) -> List
         f"data: {data.description}",
         classes,
         f"Table 1: for xi = {', '.join(_pct(x) for x in fractions)} of the {n} training cases with manual labels, "
-        f"base models A, B, C (TSMAN, seeds s..s+2, {'/'.join(map(str, ctx.base_iterations))} it) are trained on "
+        f"base models A, B, C (plain-CE DenseVoxNets, seeds s..s+2, {'/'.join(map(str, ctx.base_iterations))} it) "
+        "are trained on "
         "them; the other cases get pseudo labels from each model, MD, DD (12 transforms) and HD, scored against "
         "their clean labels",
-        f"Table 2: the five attention configurations retrained on manual + HD pseudo labels at xi = "
-        f"{_pct(ablation_xi)} (not stated in the paper), {ctx.final_iterations} it each, scored on the clean test "
-        "labels",
+        f"Table 2: the five attention configurations fine-tuned from base models A and B (fresh SA/CA modules) on "
+        f"manual + HD pseudo labels at xi = {_pct(ablation_xi)} (not stated in the paper), {ctx.final_iterations} "
+        "it each, scored on the clean test labels",
         f"metric: {TSMAN_METRIC_NOTE}",
         f"repetitions: {repeats} (seeds {settings.seed}..{settings.seed + repeats - 1}); device: {ctx.device}",
     ]
-    if ctx.warmup_fraction:
-        lines.append(f"NOT IN THE PAPER: the runs with f4 train the first {100 * ctx.warmup_fraction:.0f}% of "
-                     "their iterations with plain CE (without it the attended loss stalls at total agreement "
-                     "from random weights; see pyseg_noise.training.tsman)")
+    for line in ctx.departures:
+        lines.append(f"NOT IN THE PAPER (opt-in): {line}")
     if settings.overrides:
         lines.append(f"overrides: {' '.join(settings.overrides)}")
     return lines

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pyseg_noise.cli import main
+from pyseg_noise.training import load_checkpoint
 from pyseg_noise.reproduce.paper_tables import TSMAN_TABLE2_ROWS
 
 TABLE1_NAMES = ["A", "B", "C", "MD (A+B+C)", "DD(A)", "DD(B)", "DD(C)", "HD (DD + MD)"]
@@ -36,14 +37,15 @@ def _csv(path):
 
 
 def _check_numbers(row):
-    """Dice is always a finite percentage; a distance is finite, or inf only where the row is flagged collapsed
-    (an empty prediction has no surface, so ASD/HD are undefined: reported as inf, never hidden)."""
+    """Dice is always a finite percentage; a distance is finite or inf, never NaN (a class missing from a
+    prediction has no surface, so its ASD/HD are undefined: reported as inf, never hidden). With 3 classes
+    the smoke scale's 1-4 iterations often leave one foreground class out without a collapse of the
+    foreground as a whole, so inf is not tied to the collapse flag here (tests/training checks the flag)."""
     dice = float(row["dice_pct"])
     assert math.isfinite(dice) and 0.0 <= dice <= 100.0
     for key in ("asd", "hd"):
         value = float(row[key])
         assert not math.isnan(value), (row["name"], key)
-        assert math.isfinite(value) or int(row["collapsed_runs"]) == int(row["runs"]), (row["name"], key)
         assert math.isinf(value) or value >= 0.0
 
 
@@ -61,7 +63,8 @@ def test_smoke_prints_both_tables_beside_the_paper(smoke, capsys):
     assert code == 0, err
     assert out.count("[reused]") == 3 + 1 + 5 and "distillation [reused]" in out  # bases, distillation, rows
     assert "scale: smoke" in out and "data: synthetic" in out
-    assert "classes: 2 — binary labels" in out and "overall score" in out
+    assert "classes: 3 — a chamber" in out and "overall score" in out
+    assert "NOT IN THE PAPER" not in out  # the defaults are the paper's TSMAN: no opt-in departure
     assert ("| xi (labelled) | Pseudo labels | Dice % (ours) | ASD vox (ours) | HD vox (ours) | Overall score (paper) "
             "| Runs | Collapse |") in out
     assert ("| Attention | f1 | f2 | f3 | f4 | Dice % (ours) | ASD vox (ours) | HD vox (ours) | Overall score (paper) "
@@ -109,10 +112,14 @@ def test_smoke_runs_are_the_protocol(smoke):
     split = json.loads((xi / "split.json").read_text())
     assert len(split["labelled"]) == 2 and len(split["unlabelled"]) == 2
     assert sorted(split["labelled"] + split["unlabelled"]) == [f"case_{i:03d}" for i in range(4)]
-    # the base models saw only the labelled cases, with TSMAN's 10k/15k/20k-of-35k iterations and 3 seeds
+    # the base models saw only the labelled cases, with TSMAN's 10k/15k/20k-of-35k iterations and 3 seeds:
+    # plain-CE DenseVoxNets with the streams' sizes, on the 3-class synthetic data
     assert (xi / "labelled_data" / "train.list").read_text().split() == split["labelled"]
     bases = [yaml.safe_load((xi / f"base_{t}" / "config.yaml").read_text()) for t in "ABC"]
     assert [b["iterations"] for b in bases] == [1, 2, 2] and [b["seed"] for b in bases] == [0, 1, 2]
+    assert all(b["method"] == "densevoxnet" and b["data"]["num_classes"] == 3 for b in bases)
+    assert all(b["method_options"]["n_layers"] == [1, 1] for b in bases)
+    assert json.loads((smoke / "data" / "synthetic.json").read_text())["num_classes"] == 3
     assert all(b["data"]["root"] == str(xi / "labelled_data") for b in bases)
     # Table 2: every row trained on the same HD pseudo labels (the unlabelled cases only), with its attentions
     pseudo = json.loads((xi / "distillation.json").read_text())["pseudo_dir"]
@@ -124,6 +131,10 @@ def test_smoke_runs_are_the_protocol(smoke):
         assert cfg["data"]["label_overrides"] == pseudo and cfg["data"]["root"] == str(smoke / "data")
         assert cfg["method_options"]["attention_points"] == list(points)
         assert cfg["method_options"]["loss_attention"] is f4
+        # fine-tuned from base models A and B (stage 2 from the first iteration)
+        assert cfg["method_options"]["init_streams"] == [str(xi / "base_A"), str(xi / "base_B")]
+        state = load_checkpoint(xi / "ablation" / row.replace("+", "_"))["method_state"]
+        assert state["streams_loaded"] is True and state["stage2_start"] == 0
         assert cfg["optim"]["lr"] == 0.05 and cfg["optim"]["lr_policy"] == "poly"
     # Table 1's numbers are the per-case metrics of the distillation record, averaged
     metrics = json.loads((xi / "distillation.json").read_text())["metrics"]
