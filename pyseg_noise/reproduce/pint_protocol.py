@@ -44,6 +44,7 @@ from pyseg_noise.training.trainer import resolve_device
 
 from .common import (ReproduceReport, ReproduceSettings, check_seed_and_repeats, prepare_data, reject_foreign,
                      run_config, split_overrides, train_run)
+from .diagnostics import diagnostics_table, noise_diagnostic, summary_line
 from .noisy_labels import PAPER_RADIUS_RANGE, structure_radius_range, write_noisy_labels
 from .paper_tables import PINT_TABLE1
 from .report import RunRecord, aggregate, markdown_table, plot_dice, write_csv, write_runs_csv
@@ -232,6 +233,7 @@ def reproduce_pint(settings: ReproduceSettings, *, print_fn: Callable[[str], Non
         say(line)
 
     records: List[RunRecord] = []
+    diagnostics: List[dict] = []  # does PINT's teacher locate the noise? (one per PINT run)
     for r in range(repeats):
         seed = settings.seed + r
         jobs: List[Tuple[str, str, float, Optional[Path]]] = [("vnet", "clean", 0.0, None)]
@@ -261,20 +263,29 @@ def reproduce_pint(settings: ReproduceSettings, *, print_fn: Callable[[str], Non
             say(f"    Dice {100 * rec.dice:.2f}%  ASD {rec.asd:.2f}  foreground {100 * rec.fg_pred:.2f}% "
                 f"(clean labels {100 * rec.fg_ref:.2f}%)" + ("  [reused]" if reused else f"  [{seconds:.0f} s]")
                 + (f"  COLLAPSED: {rec.collapse_reason}" if rec.collapsed else ""))
+            if method == "pint" and labels == "noisy":
+                found = noise_diagnostic(run_dir, data_root, label_dir, device=str(device))
+                diagnostics.append({"noise_rate": rate, "seed": seed, "run_dir": str(run_dir), **found})
+                say(f"    teacher diagnostic: {summary_line(found['summary'])}")
 
     rows = aggregate(records, [m for m in rows_run if m != "vnet"])
     table = markdown_table(rows)
     warnings, verdicts = _conclusions(rows, rates, records, same_budget)
     seconds = time.perf_counter() - started
     title = f"PINT Table 1 — {scale.name} scale, {'user data' if settings.data else 'synthetic data'}"
-    (out / "table.md").write_text("\n".join(["# " + title, "", *header, "", table, "", *verdicts, *warnings, ""]))
+    diag_md = []
+    for d in diagnostics:
+        diag_md += ["", f"## PINT's teacher on the corrupted training cases — {100 * d['noise_rate']:.0f}% noise, "
+                        f"seed {d['seed']}", "", summary_line(d["summary"]), "", diagnostics_table(d["cases"])]
+    (out / "table.md").write_text("\n".join(["# " + title, "", *header, "", table, "", *verdicts, *warnings,
+                                             *diag_md, ""]))
     write_csv(rows, out / "table.csv")
     write_runs_csv(records, out / "runs.csv")
     plot_dice(rows, out / "plots" / "dice.png", title)
     (out / "report.json").write_text(json.dumps({
         "scale": scale.name, "data": data_desc, "noise_rates": rates, "repeats": repeats, "methods": methods,
         "radius_range": list(radius), "seconds": round(seconds, 1), "verdicts": verdicts, "warnings": warnings,
-        "runs": [r.__dict__ for r in records]}, indent=1, default=str))
+        "runs": [r.__dict__ for r in records], "teacher_diagnostics": diagnostics}, indent=1, default=str))
     say("")
     say(table)
     say("")

@@ -147,3 +147,10 @@ def test_reproduction_has_the_same_budget_row_and_a_header_with_the_values_used(
         ("pint", "noisy")}
     assert any(v.startswith("At 50% noise, PINT vs V-Net, same budget as PINT: ") for v in report.verdicts)
     assert all("one seed" in v for v in report.verdicts)
+    # the teacher diagnostic of the PINT run, on the corrupted training cases of the manifest
+    manifest = json.loads((tmp_path / "rep" / "labels" / "noise50_seed0" / "manifest.json").read_text())
+    (diag,) = saved["teacher_diagnostics"]
+    assert [c["case"] for c in diag["cases"]] == [r["case"] for r in manifest["records"] if r["noisy"]]
+    assert diag["summary"]["cases"] == manifest["num_noisy"] == 2
+    assert sum(line.startswith("    teacher diagnostic: 2 corrupted cases") for line in lines) == 1
+    assert "## PINT's teacher on the corrupted training cases" in (tmp_path / "rep" / "table.md").read_text()
