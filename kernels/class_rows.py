@@ -16,7 +16,7 @@ import triton.language as tl
 
 __all__ = [
     "load_rows", "store_rows", "softmax_rows", "cross_entropy_rows", "argmax_rows", "entropy_rows", "pick_row", "one_hot_rows",
-    "clamp_class",
+    "class_index", "check_nan_rows",
 ]
 
 
@@ -69,7 +69,7 @@ def softmax_rows(xs, C: tl.constexpr):
 
 @triton.jit
 def cross_entropy_rows(xs, t, C: tl.constexpr):
-    """(softmax rows, cross-entropy logsumexp(x) - x[t] [BLOCK]) for class indices t (int32, in range).
+    """(softmax rows, cross-entropy logsumexp(x) - x[t] [BLOCK]) for class indices t (int32; -1 gives NaN).
 
     Formed as (max - x[t]) + log sum exp(x - max): the difference of two logits is exact where
     logsumexp - x[t] would lose the small result to rounding once |logits| is large (~1e4 in fp32).
@@ -102,19 +102,41 @@ def entropy_rows(ps, C: tl.constexpr):
 
 
 @triton.jit
-def clamp_class(t, C: tl.constexpr):
-    """Class indices as int32 clamped into [0, C).
+def class_index(t, vmask, err_ptr, C: tl.constexpr, CHECK: tl.constexpr):
+    """[BLOCK] int32 class indices of labels t (any integer dtype); -1 where a label is outside [0, C).
 
-    The launchers trust validated targets; the clamp only guarantees a defined
-    result (never an out-of-bounds access: nothing is gathered from memory).
+    There is no clamp: the -1 makes the voxel's cross-entropy, loss and gradient NaN
+    (:func:`pick_row`), so a bad label that is not reported is at least never a silent
+    wrong number. With CHECK, the program also records one offending label (the largest
+    >= C, else the most negative) in ``err_ptr[0]`` (int64, 0 = none: 0 is always a valid
+    label) — one reduction over the block in registers and, only on an error, one store;
+    concurrent programs may overwrite each other, each with an offending value.
+    Compared in t's own dtype: an int64 label of 2**32 + 1 is out of range, not 1.
     """
-    return tl.minimum(tl.maximum(t.to(tl.int32), 0), C - 1)
+    bad = vmask & ((t < 0) | (t >= C))
+    if CHECK:
+        hi = tl.max(tl.where(bad, t, 0), axis=0)
+        lo = tl.min(tl.where(bad, t, 0), axis=0)
+        worst = tl.where(hi != 0, hi, lo).to(tl.int64)
+        tl.store(err_ptr, worst, mask=worst != 0)
+    return tl.where(bad, -1, t.to(tl.int32))
+
+
+@triton.jit
+def check_nan_rows(rows, vmask, err_ptr, C: tl.constexpr, CHECK: tl.constexpr):
+    """With CHECK, set ``err_ptr[1] = 1`` when a row holds a NaN at a voxel of vmask (no extra load)."""
+    if CHECK:
+        nan = rows[0] != rows[0]
+        for c in tl.static_range(1, C):
+            nan = nan | (rows[c] != rows[c])
+        found = tl.max((nan & vmask).to(tl.int32), axis=0)
+        tl.store(err_ptr + 1, found.to(tl.int64), mask=found != 0)
 
 
 @triton.jit
 def pick_row(xs, t, C: tl.constexpr):
-    """[BLOCK] xs[t_v][v] for class indices t (int32, in range)."""
-    out = tl.zeros_like(xs[0])
+    """[BLOCK] xs[t_v][v] for class indices t (int32); NaN where t is -1 (a label out of range)."""
+    out = tl.full(xs[0].shape, float("nan"), xs[0].dtype)
     for c in tl.static_range(C):
         out = tl.where(t == c, xs[c], out)
     return out

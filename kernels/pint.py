@@ -15,10 +15,11 @@ import triton
 import triton.language as tl
 
 from .class_rows import (
-    argmax_rows, clamp_class, cross_entropy_rows, entropy_rows, load_rows, one_hot_rows, softmax_rows, store_rows,
+    argmax_rows, check_nan_rows, class_index, cross_entropy_rows, entropy_rows, load_rows, one_hot_rows, softmax_rows, store_rows,
 )
 from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
+from .value_errors import error_buffer
 from .voxel_layout import slice_layout, slice_tile, spatial_index, sum_per_slice, voxel_layout
 
 __all__ = [
@@ -198,7 +199,7 @@ def prob_entropy(prob_sum: torch.Tensor, scale: float):
 
 @triton.jit
 def pint_voxel_terms(x, t, q, C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr):
-    """Per-voxel terms of SPEC 2 from logit rows x, clamped targets t and teacher-prob rows q (ACC).
+    """Per-voxel terms of SPEC 2 from logit rows x, class indices t (-1: bad label, NaN ce) and teacher-prob rows q (ACC).
 
     Returns (s = softmax rows, pseudo-label rows y_hat, ce [BLOCK], mse [BLOCK],
     u [BLOCK] teacher entropy, divided by log C if NORMALIZE).
@@ -237,6 +238,7 @@ def pint_pixel_loss_kernel(
     target_ptr,  # [B, *S] any integer dtype, any strides
     teacher_ptr,  # [B, C, *S] teacher prob, any strides
     out_ptr,  # REDUCE_NONE: [B, *S] contiguous loss; else [B * n_blocks] ACC partial sums
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
     D1, D2,  # inner merged spatial sizes
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
@@ -246,6 +248,7 @@ def pint_pixel_loss_kernel(
     HARD: tl.constexpr,  # one-hot argmax pseudo label
     NORMALIZE: tl.constexpr,  # u / log C
     REDUCE_NONE: tl.constexpr,  # per-voxel map instead of partial sums
+    CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid_v = tl.program_id(0)
@@ -258,8 +261,9 @@ def pint_pixel_loss_kernel(
     q_off = b * teacher_b_stride + i0 * teacher_s0_stride + i1 * teacher_s1_stride + i2 * teacher_s2_stride
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
-    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
     q = load_rows(teacher_ptr, teacher_c_stride, q_off, vmask, C, DT, ACC)  # rounded to the logits' dtype
+    check_nan_rows(q, vmask, err_ptr, C, CHECK)
     s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, NORMALIZE)
     alpha = tl.exp(-u)
     loss = alpha * ce + (1 - alpha) * mse
@@ -295,10 +299,11 @@ def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
         out = torch.empty((B, *logits.shape[2:]), dtype=logits.dtype, device=logits.device)
     else:
         out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
+    err = error_buffer(logits.device)
     pint_pixel_loss_kernel[(n_blocks, B)](
-        logits, target, teacher_prob, out, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
+        logits, target, teacher_prob, out, err, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
         *lay.strides[2], C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
-        REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     if none:
         return out
     return finish_reduction(out, B * lay.N if reduction == "mean" else 1, logits.dtype, ACC)
@@ -311,6 +316,7 @@ def pint_pixel_loss_backward_kernel(
     target_ptr,  # [B, *S] any integer dtype
     teacher_ptr,  # [B, C, *S]
     out_ptr,  # [B, C, *S] contiguous, logits dtype (output)
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
     D1, D2,  # inner merged spatial sizes
     divisor,  # int: B * N for "mean", 1 for "sum" (unused for "none")
@@ -319,7 +325,8 @@ def pint_pixel_loss_backward_kernel(
     teacher_b_stride, teacher_c_stride, teacher_s0_stride, teacher_s1_stride, teacher_s2_stride,
     grad_b_stride, grad_s0_stride, grad_s1_stride, grad_s2_stride,
     C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
-    REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    REDUCE_NONE: tl.constexpr, CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
+    ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -335,9 +342,11 @@ def pint_pixel_loss_backward_kernel(
         g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
-    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
     q = load_rows(teacher_ptr, teacher_c_stride, q_off, vmask, C, DT, ACC)
+    check_nan_rows(q, vmask, err_ptr, C, CHECK)
     s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, NORMALIZE)
+    g = tl.where(t < 0, float("nan"), g)  # a bad label's voxel: NaN gradient, never a clamp
     grad = pint_grad_rows(g, tl.exp(-u), s, y_hat, t, C)
     store_rows(out_ptr + b * C * n_voxels, n_voxels, v, vmask, grad, C)
 
@@ -360,10 +369,11 @@ def pint_pixel_loss_backward(grad, logits, target, teacher_prob, hard: bool, nor
                                                                  (grad,) if none else ())
     g_strides = lay.strides[3] if none else (0, 0, 0, 0)
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    err = error_buffer(logits.device)
     pint_pixel_loss_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        grad, logits, target, teacher_prob, out, lay.N, lay.D1, lay.D2,
+        grad, logits, target, teacher_prob, out, err, lay.N, lay.D1, lay.D2,
         B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2], *g_strides,
-        C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy), REDUCE_NONE=none,
+        C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy), REDUCE_NONE=none, CHECK=err is not None,
         ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
@@ -452,12 +462,14 @@ def pint_image_partials_kernel(
     target_ptr,  # [B, *S] any integer dtype
     teacher_ptr,  # [B, C, *S]
     partials_ptr,  # [3, B, R, n_wblocks] ACC per-slice partial sums of (u, ce, mse) (output)
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     R, W, Q,  # slices, voxels per slice, inner merged in-slice size
     logits_b_stride, logits_c_stride, logits_r_stride, logits_p_stride, logits_q_stride,
     target_b_stride, target_r_stride, target_p_stride, target_q_stride,
     teacher_b_stride, teacher_c_stride, teacher_r_stride, teacher_p_stride, teacher_q_stride,
     C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
-    SLICE_INNER: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+    SLICE_INNER: tl.constexpr, CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     pid_w = tl.program_id(0)
     pid_r = tl.program_id(1)
@@ -470,8 +482,9 @@ def pint_image_partials_kernel(
     q_off = b * teacher_b_stride + r * teacher_r_stride + p * teacher_p_stride + qi * teacher_q_stride
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, mask, C, DT, ACC)
-    t = clamp_class(tl.load(target_ptr + t_off, mask=mask, other=0), C)
+    t = class_index(tl.load(target_ptr + t_off, mask=mask, other=0), mask, err_ptr, C, CHECK)
     q = load_rows(teacher_ptr, teacher_c_stride, q_off, mask, C, DT, ACC)
+    check_nan_rows(q, mask, err_ptr, C, CHECK)
     s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, NORMALIZE)
     rows = pid_r.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -541,10 +554,12 @@ def pint_image_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
     ACC, acc_torch = acc_dtype(logits.dtype)
     dev = logits.device
     partials = torch.empty(3 * B * lay.R * lay.n_wblocks, dtype=acc_torch, device=dev)
+    err = error_buffer(dev)
     pint_image_partials_kernel[(lay.n_wblocks, lay.n_rblocks, B)](
-        logits, target, teacher_prob, partials, lay.R, lay.W, lay.Q, *lay.strides[0], *lay.strides[1],
+        logits, target, teacher_prob, partials, err, lay.R, lay.W, lay.Q, *lay.strides[0], *lay.strides[1],
         *lay.strides[2], C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
-        SLICE_INNER=lay.slice_inner, ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
+        SLICE_INNER=lay.slice_inner, CHECK=err is not None, ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W,
+        num_warps=NUM_WARPS)
     n_rows = B * lay.R
     n_prog = triton.cdiv(n_rows, _ROWS_BLOCK)
     alpha = torch.empty((B, lay.R), dtype=acc_torch, device=dev)
@@ -572,6 +587,7 @@ def pint_image_loss_backward_kernel(
     teacher_ptr,  # [B, C, *S]
     alpha_ptr,  # [B, R] slice_alpha from the forward
     out_ptr,  # [B, C, *S] contiguous, logits dtype (output; strides below in slice order)
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     R, W, Q,  # slices, voxels per slice, inner merged in-slice size
     divisor,  # int: B * R for "mean", 1 for "sum"
     grad_b_stride, grad_r_stride, alpha_b_stride, alpha_r_stride,
@@ -580,7 +596,8 @@ def pint_image_loss_backward_kernel(
     teacher_b_stride, teacher_c_stride, teacher_r_stride, teacher_p_stride, teacher_q_stride,
     out_b_stride, out_c_stride, out_r_stride, out_p_stride, out_q_stride,
     C: tl.constexpr, HARD: tl.constexpr, REDUCE_NONE: tl.constexpr,
-    SLICE_INNER: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+    SLICE_INNER: tl.constexpr, CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     pid_w = tl.program_id(0)
     pid_r = tl.program_id(1)
@@ -600,9 +617,11 @@ def pint_image_loss_backward_kernel(
     alpha = tl.load(alpha_ptr + b * alpha_b_stride + r * alpha_r_stride, mask=mask, other=0.0).to(ACC)
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, mask, C, DT, ACC)
-    t = clamp_class(tl.load(target_ptr + t_off, mask=mask, other=0), C)
+    t = class_index(tl.load(target_ptr + t_off, mask=mask, other=0), mask, err_ptr, C, CHECK)
     q = load_rows(teacher_ptr, teacher_c_stride, q_off, mask, C, DT, ACC)
+    check_nan_rows(q, mask, err_ptr, C, CHECK)
     s, y_hat, ce, mse, u = pint_voxel_terms(x, t, q, C, HARD, False)
+    g = tl.where(t < 0, float("nan"), g)  # a bad label's voxel: NaN gradient, never a clamp
     store_rows(out_ptr, out_c_stride, o_off, mask, pint_grad_rows(g, alpha, s, y_hat, t, C), C)
 
 
@@ -631,10 +650,11 @@ def pint_image_loss_backward(grad, logits, target, teacher_prob, slice_alpha, ha
     ACC, _ = acc_dtype(logits.dtype)
     none = reduction == "none"
     g_strides = (grad.stride(0), grad.stride(1)) if none else (0, 0)
+    err = error_buffer(logits.device)
     pint_image_loss_backward_kernel[(lay.n_wblocks, lay.n_rblocks, B)](
-        grad, logits, target, teacher_prob, slice_alpha, out, lay.R, lay.W, lay.Q,
+        grad, logits, target, teacher_prob, slice_alpha, out, err, lay.R, lay.W, lay.Q,
         B * lay.R if reduction == "mean" else 1, *g_strides, slice_alpha.stride(0), slice_alpha.stride(1),
         *lay.strides[0], *lay.strides[1], *lay.strides[2], *lay.strides[3],
-        C=C, HARD=bool(hard), REDUCE_NONE=none, SLICE_INNER=lay.slice_inner, ACC=ACC,
+        C=C, HARD=bool(hard), REDUCE_NONE=none, SLICE_INNER=lay.slice_inner, CHECK=err is not None, ACC=ACC,
         BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
     return out

@@ -22,9 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .class_rows import argmax_rows, clamp_class, cross_entropy_rows, load_rows, softmax_rows, store_rows
+from .class_rows import argmax_rows, class_index, cross_entropy_rows, load_rows, softmax_rows, store_rows
 from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
+from .value_errors import error_buffer
 from .voxel_layout import spatial_index, voxel_layout
 
 __all__ = [
@@ -48,6 +49,7 @@ def disagreement_kernel(
     target_ptr,  # [B, *S] integer labels (FUSE_CE only)
     d_ptr,  # [B, *S] contiguous uint8: argmax a != argmax b (output)
     ce_ptr,  # [B, *S] contiguous ACC: ce_a + ce_b (output, FUSE_CE only)
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
     D1, D2,  # inner merged spatial sizes
     a_b_stride, a_c_stride, a_s0_stride, a_s1_stride, a_s2_stride,
@@ -55,6 +57,7 @@ def disagreement_kernel(
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     C: tl.constexpr,
     FUSE_CE: tl.constexpr,  # also write ce_a + ce_b
+    CHECK: tl.constexpr,  # record bad labels in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     bi = tl.program_id(1).to(tl.int64)
@@ -69,7 +72,7 @@ def disagreement_kernel(
     tl.store(d_ptr + bi * n_voxels + v, d.to(tl.uint8), mask=vmask)
     if FUSE_CE:
         t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
-        t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+        t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
         _sa, ce_a = cross_entropy_rows(xa, t, C)
         _sb, ce_b = cross_entropy_rows(xb, t, C)
         ce = ce_a + ce_b
@@ -141,9 +144,10 @@ def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, sl
     total = B * lay.N
     d = torch.empty(total, dtype=torch.uint8, device=dev)
     ce = torch.empty(total if fuse else 1, dtype=acc_torch, device=dev)
+    err = error_buffer(dev) if fuse else None
     disagreement_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        logits_a, logits_b, target if fuse else d, d, ce, lay.N, lay.D1, lay.D2, *lay.strides[0],
-        *lay.strides[1], *t_strides, C=C, FUSE_CE=fuse, ACC=ACC, BLOCK=BLOCK,
+        logits_a, logits_b, target if fuse else d, d, ce, err, lay.N, lay.D1, lay.D2, *lay.strides[0],
+        *lay.strides[1], *t_strides, C=C, FUSE_CE=fuse, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK,
         num_warps=NUM_WARPS)
 
     taps = 2 * (int(kernel_size) // 2) + 1
@@ -221,12 +225,14 @@ def attended_ce_kernel(
     target_ptr,  # [B, *S] integer labels
     att_ptr,  # [B, *S] attention, any float dtype and strides
     out_ptr,  # REDUCE_NONE: [B, *S] contiguous loss; else [B * n_blocks] ACC partial sums
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
     D1, D2,  # inner merged spatial sizes
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     att_b_stride, att_s0_stride, att_s1_stride, att_s2_stride,
-    C: tl.constexpr, REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    C: tl.constexpr, REDUCE_NONE: tl.constexpr, CHECK: tl.constexpr,  # record bad labels in err_ptr
+    ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid_v = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -238,7 +244,7 @@ def attended_ce_kernel(
     w_off = b * att_b_stride + i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
-    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
     att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(DT).to(ACC)  # as the reference: rounded first
     _s, ce = cross_entropy_rows(x, t, C)
     loss = att * ce
@@ -268,9 +274,11 @@ def attended_cross_entropy(logits, target, attention, reduction: str):
         out = torch.empty((B, *logits.shape[2:]), dtype=logits.dtype, device=logits.device)
     else:
         out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
+    err = error_buffer(logits.device)
     attended_ce_kernel[(n_blocks, B)](
-        logits, target, attention, out, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
-        *lay.strides[2], C=C, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        logits, target, attention, out, err, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
+        *lay.strides[2], C=C, REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK,
+        num_warps=NUM_WARPS)
     if none:
         return out
     return finish_reduction(out, B * lay.N if reduction == "mean" else 1, logits.dtype, ACC)
@@ -294,6 +302,7 @@ def attended_ce_backward_kernel(
     att_ptr,  # [B, *S] attention
     out_a_ptr,  # [B, C, *S] contiguous gradient w.r.t. a (output)
     out_b_ptr,  # [B, C, *S] contiguous gradient w.r.t. b (output, TWO only)
+    err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
     D1, D2,  # inner merged spatial sizes
     divisor,  # int: B * N for "mean", 1 for "sum"
@@ -304,7 +313,8 @@ def attended_ce_backward_kernel(
     grad_b_stride, grad_s0_stride, grad_s1_stride, grad_s2_stride,
     C: tl.constexpr,
     TWO: tl.constexpr,  # both streams (tsman_loss_backward) in the same pass
-    REDUCE_NONE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    REDUCE_NONE: tl.constexpr, CHECK: tl.constexpr,  # record bad labels in err_ptr
+    ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     bi = tl.program_id(1).to(tl.int64)
     v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -319,8 +329,8 @@ def attended_ce_backward_kernel(
     else:
         g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
     att = tl.load(att_ptr + w_off, mask=vmask, other=0.0).to(a_ptr.dtype.element_ty).to(ACC)
-    coef = g * att
-    t = clamp_class(tl.load(target_ptr + t_off, mask=vmask, other=0), C)
+    t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
+    coef = tl.where(t < 0, float("nan"), g * att)  # a bad label's voxel: NaN gradient, never a clamp
     out_off = bi * C * n_voxels + v
     sa, _lse_a = softmax_rows(load_rows(a_ptr, a_c_stride, a_off, vmask, C, a_ptr.dtype.element_ty, ACC), C)
     store_rows(out_a_ptr, n_voxels, out_off, vmask, ce_grad_rows(coef, sa, t, C), C)
@@ -343,10 +353,11 @@ def _attended_backward(grad, logits_a, logits_b, target, attention, reduction):
     BLOCK = voxel_block(C)
     grad_a = torch.empty(logits_a.shape, dtype=logits_a.dtype, device=logits_a.device)
     grad_b = torch.empty(logits_b.shape, dtype=logits_b.dtype, device=logits_b.device) if two else grad_a
+    err = error_buffer(logits_a.device)
     attended_ce_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        grad, logits_a, logits_b if two else logits_a, target, attention, grad_a, grad_b, lay.N, lay.D1, lay.D2,
+        grad, logits_a, logits_b if two else logits_a, target, attention, grad_a, grad_b, err, lay.N, lay.D1, lay.D2,
         B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2],
-        *lay.strides[3], *g_strides, C=C, TWO=two, REDUCE_NONE=none, ACC=ACC, BLOCK=BLOCK,
+        *lay.strides[3], *g_strides, C=C, TWO=two, REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK,
         num_warps=NUM_WARPS)
     return grad_a, grad_b
 

@@ -2,9 +2,14 @@
 argument and what was expected.
 
 Shape, dtype and device checks read only metadata. Value checks (labels in
-range, no NaN in teacher probabilities) read the data and synchronise with the
-device; the C++ kernels do them inside their single pass, so they run here only
-for the other backends. ``set_value_checks(False)`` turns them off.
+range, no NaN in teacher probabilities) read the data. The C++ kernels do them
+inside their single pass and raise after it; the Triton kernels do them inside
+their single pass too, into an error buffer that :func:`run_checked` reads once
+per call (one small device-to-host read); the passes over the data here
+(:func:`check_target_values`, :func:`check_teacher_prob_values`) serve only the
+eager reference. ``set_value_checks(False)`` turns the Triton read and those
+passes off (the kernels then give NaN for a bad label, never a clamped one);
+under ``torch.compile`` they are off too.
 """
 from __future__ import annotations
 
@@ -137,10 +142,7 @@ def check_target_values(op: str, target: torch.Tensor, n_classes: int) -> None:
         return
     lo, hi = int(target.min()), int(target.max())
     if lo < 0 or hi >= n_classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(
-            f"{op}: target has value {bad} but logits have C={n_classes} classes (valid labels are 0..{n_classes - 1})"
-        )
+        raise _label_error(op, lo if lo < 0 else hi, n_classes)
 
 
 def check_teacher_prob(op: str, teacher_prob, logits: torch.Tensor) -> None:
@@ -154,6 +156,36 @@ def check_teacher_prob(op: str, teacher_prob, logits: torch.Tensor) -> None:
 def check_teacher_prob_values(op: str, teacher_prob: torch.Tensor) -> None:
     if value_checks_enabled() and bool(torch.isnan(teacher_prob).any()):
         raise ValueError(f"{op}: teacher_prob contains NaN")
+
+
+def _label_error(op: str, bad: int, n_classes: int) -> ValueError:
+    return ValueError(
+        f"{op}: target has value {bad} but logits have C={n_classes} classes (valid labels are 0..{n_classes - 1})"
+    )
+
+
+TRITON_BACKENDS = ("triton", "triton-interpreter")
+
+
+def run_checked(op: str, which: str, n_classes: int, fn, *args):
+    """``fn(*args)``; on the Triton backend with value checks on, the kernels check labels (and
+    teacher probabilities) in their own pass, and this raises what they found after one read.
+
+    Raises:
+        ValueError: a label outside [0, n_classes) or a NaN teacher probability.
+    """
+    if which not in TRITON_BACKENDS or not value_checks_enabled():
+        return fn(*args)
+    from pyseg_noise.kernels import value_errors
+
+    with value_errors.collect() as box:
+        out = fn(*args)
+    bad, nan = box.read()
+    if bad:
+        raise _label_error(op, bad, n_classes)
+    if nan:
+        raise ValueError(f"{op}: teacher_prob contains NaN")
+    return out
 
 
 def check_choice(op: str, name: str, value, choices) -> None:

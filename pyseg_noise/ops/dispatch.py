@@ -7,12 +7,18 @@ so autograd, fake tensors and ``torch.compile`` are shared), anything else the
 eager reference. ``"reference"``, ``"cpu"`` and ``"triton"`` force one and
 raise a ``RuntimeError`` that says why when it cannot run.
 
+Without the C++ extension (``PYSEG_NOISE_NO_EXTENSION=1``, honoured at import
+too, or a failed build) the schemas are defined from Python
+(:mod:`pyseg_noise.ops.schema`) and CUDA tensors still run the Triton kernels;
+only CPU tensors fall back to the eager reference, with one warning saying so.
+
 ``backend="triton"`` on CPU tensors runs the same Triton kernels in Triton's
 interpreter when ``TRITON_INTERPRET=1`` was set before Triton was imported:
 that is how CI checks the GPU kernels' numbers on machines without a GPU.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Callable, Optional, Sequence
 
@@ -20,16 +26,29 @@ import torch
 
 BACKENDS = ("reference", "cpu", "triton")
 
-try:
-    from pyseg_noise import _C  # noqa: F401  (loading it registers the ops)
-
-    HAS_CPU_EXTENSION = True
-    _EXTENSION_ERROR: Optional[BaseException] = None
-except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+_EXTENSION_ERROR: Optional[BaseException] = None
+if os.environ.get("PYSEG_NOISE_NO_EXTENSION") == "1":
+    # The pure-Python mode: also honoured at run time, so an installed extension can be
+    # left out (CI checks the Triton path this way).
     HAS_CPU_EXTENSION = False
-    _EXTENSION_ERROR = exc
+    _EXTENSION_ERROR = ImportError("PYSEG_NOISE_NO_EXTENSION=1 is set")
+else:
+    try:
+        from pyseg_noise import _C  # noqa: F401  (loading it registers the ops)
 
-_warned_fallback = False
+        HAS_CPU_EXTENSION = True
+    except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+        HAS_CPU_EXTENSION = False
+        _EXTENSION_ERROR = exc
+
+if not HAS_CPU_EXTENSION:
+    # The schemas of csrc/ops.cpp, defined from Python: the Triton kernels, fake functions
+    # and autograd formulas register on the same ops as with the extension.
+    from pyseg_noise.ops.schema import define_schemas
+
+    define_schemas()
+
+_warned_fallback: set = set()
 
 
 def cpu_capability() -> Optional[str]:
@@ -57,19 +76,35 @@ def triton_interpreter_enabled() -> bool:
     return bool(kernels.INTERPRETED)
 
 
+def _triton_error() -> str:
+    try:
+        from pyseg_noise import kernels
+    except ImportError as exc:
+        return repr(exc)
+    return kernels.TRITON_ERROR or "pyseg_noise.kernels has no launcher for this op"
+
+
+def fallback_reason(op: str, device: torch.device) -> str:
+    """Why ``op`` on ``device`` runs the eager reference under ``backend=None``, in words."""
+    if device.type == "cpu":
+        why = (f"the C++ extension pyseg_noise._C is not loaded ({_EXTENSION_ERROR}): "
+               "CPU tensors fall back to the eager reference")
+        if op in _triton_impls():
+            return why + "; CUDA tensors still use the Triton kernels"
+        return why + f"; CUDA tensors too, the Triton kernels being unavailable ({_triton_error()})"
+    if device.type == "cuda":
+        return f"the Triton kernels are unavailable ({_triton_error()}): CUDA tensors fall back to the eager reference"
+    return f"no fused kernel exists for device '{device.type}': it falls back to the eager reference"
+
+
 def _warn_fallback(op: str, device: torch.device) -> None:
-    global _warned_fallback
-    if _warned_fallback:
+    if device.type in _warned_fallback:
         return
-    _warned_fallback = True
-    why = (
-        f"the C++ extension pyseg_noise._C failed to load ({_EXTENSION_ERROR})"
-        if device.type == "cpu"
-        else f"no fused kernel is available for device '{device.type}'"
-    )
+    _warned_fallback.add(device.type)
     warnings.warn(
-        f"pyseg_noise: {why}; {op} and the other ops fall back to the eager reference "
-        "(slow, more memory). Rebuild with `pip install --no-build-isolation -e .` to get the fused kernels.",
+        f"pyseg_noise: {fallback_reason(op, device)} (slow, more memory; first met in {op}). "
+        "Rebuild with `pip install --no-build-isolation -e .` (C++) or install `triton` (CUDA) to get the "
+        "fused kernels.",
         RuntimeWarning,
         stacklevel=4,
     )
@@ -81,7 +116,7 @@ def resolve_backend(op: str, tensors: Sequence[torch.Tensor], backend: Optional[
     if backend is None:
         if device.type == "cpu" and HAS_CPU_EXTENSION:
             return "cpu"
-        if device.type == "cuda" and HAS_CPU_EXTENSION and op in _triton_impls():
+        if device.type == "cuda" and op in _triton_impls():
             return "triton"
         _warn_fallback(op, device)
         return "reference"
@@ -106,11 +141,6 @@ def resolve_backend(op: str, tensors: Sequence[torch.Tensor], backend: Optional[
             "pyseg_noise.kernels, which could not be imported"
         )
     if device.type == "cuda":
-        if not HAS_CPU_EXTENSION:
-            raise RuntimeError(
-                f"{op}: backend='triton' on CUDA runs through the ops registered by pyseg_noise._C, "
-                f"which failed to load: {_EXTENSION_ERROR}"
-            )
         return backend
     if device.type == "cpu":
         if not triton_interpreter_enabled():
@@ -164,9 +194,8 @@ def ops_of(ctx) -> object:
 
 
 def register_triton_for_cuda() -> None:
-    """Registers every Triton launcher as the "cuda" kernel of its op."""
-    if not HAS_CPU_EXTENSION:
-        return
+    """Registers every Triton launcher as the "cuda" kernel of its op (on the schemas of
+    pyseg_noise._C, or of :mod:`pyseg_noise.ops.schema` without it)."""
     for name, fn in _triton_impls().items():
         torch.library.register_kernel(f"pyseg_noise::{name}", "cuda", fn)
 

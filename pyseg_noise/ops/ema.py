@@ -19,11 +19,10 @@ from pyseg_noise.ops.dispatch import HAS_CPU_EXTENSION, op_runner, resolve_backe
 __all__ = ["ema_update_"]
 
 
-if HAS_CPU_EXTENSION:
-
-    @torch.library.register_fake("pyseg_noise::ema_update_")
-    def _(ema_tensors, tensors, decay):
-        return None
+# The schemas exist with or without pyseg_noise._C (pyseg_noise.ops.schema defines them then).
+@torch.library.register_fake("pyseg_noise::ema_update_")
+def _(ema_tensors, tensors, decay):
+    return None
 
 
 def _check_lists(op: str, ema_tensors, tensors) -> None:

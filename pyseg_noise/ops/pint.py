@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pyseg_noise.ops import checks, reference
-from pyseg_noise.ops.dispatch import HAS_CPU_EXTENSION, op_runner, ops_of, resolve_backend
+from pyseg_noise.ops.dispatch import op_runner, ops_of, resolve_backend
 
 __all__ = [
     "teacher_uncertainty",
@@ -117,56 +117,55 @@ def _image_backward(ctx, grad, _grad_alpha):
     return grad_logits, None, None, None, None, None, None
 
 
-if HAS_CPU_EXTENSION:
+# The schemas exist with or without pyseg_noise._C (pyseg_noise.ops.schema defines them then).
+@torch.library.register_fake("pyseg_noise::teacher_uncertainty")
+def _(teacher_logits):
+    first = teacher_logits[0]
+    return first.new_empty(first.shape), _spatial_map_like(first)
 
-    @torch.library.register_fake("pyseg_noise::teacher_uncertainty")
-    def _(teacher_logits):
-        first = teacher_logits[0]
-        return first.new_empty(first.shape), _spatial_map_like(first)
+@torch.library.register_fake("pyseg_noise::softmax_accumulate_")
+def _(prob_sum, logits):
+    return None
 
-    @torch.library.register_fake("pyseg_noise::softmax_accumulate_")
-    def _(prob_sum, logits):
-        return None
+@torch.library.register_fake("pyseg_noise::prob_entropy")
+def _(prob_sum, scale):
+    return prob_sum.new_empty(prob_sum.shape), _spatial_map_like(prob_sum)
 
-    @torch.library.register_fake("pyseg_noise::prob_entropy")
-    def _(prob_sum, scale):
-        return prob_sum.new_empty(prob_sum.shape), _spatial_map_like(prob_sum)
+@torch.library.register_fake("pyseg_noise::pint_pixel_loss")
+def _(logits, target, teacher_prob, hard, normalize_entropy, reduction):
+    return _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
 
-    @torch.library.register_fake("pyseg_noise::pint_pixel_loss")
-    def _(logits, target, teacher_prob, hard, normalize_entropy, reduction):
-        return _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
+@torch.library.register_fake("pyseg_noise::pint_pixel_loss_backward")
+def _(grad, logits, target, teacher_prob, hard, normalize_entropy, reduction):
+    return logits.new_empty(logits.shape)
 
-    @torch.library.register_fake("pyseg_noise::pint_pixel_loss_backward")
-    def _(grad, logits, target, teacher_prob, hard, normalize_entropy, reduction):
-        return logits.new_empty(logits.shape)
+@torch.library.register_fake("pyseg_noise::pint_pixel_loss_with_grad")
+def _(logits, target, teacher_prob, hard, normalize_entropy, reduction):
+    loss = _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
+    return loss, logits.new_empty(logits.shape)
 
-    @torch.library.register_fake("pyseg_noise::pint_pixel_loss_with_grad")
-    def _(logits, target, teacher_prob, hard, normalize_entropy, reduction):
-        loss = _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
-        return loss, logits.new_empty(logits.shape)
+@torch.library.register_fake("pyseg_noise::slice_uncertainty")
+def _(entropy, slice_dim):
+    n = 1 if entropy.dim() <= 3 else entropy.shape[1:][slice_dim]
+    return entropy.new_empty((entropy.shape[0], n))
 
-    @torch.library.register_fake("pyseg_noise::slice_uncertainty")
-    def _(entropy, slice_dim):
-        n = 1 if entropy.dim() <= 3 else entropy.shape[1:][slice_dim]
-        return entropy.new_empty((entropy.shape[0], n))
+@torch.library.register_fake("pyseg_noise::pint_image_loss")
+def _(logits, target, teacher_prob, hard, normalize_entropy, slice_dim, reduction):
+    n = _n_slices(logits.shape, slice_dim)
+    alpha_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    loss = logits.new_empty((logits.shape[0], n)) if reduction == "none" else logits.new_empty(())
+    return loss, logits.new_empty((logits.shape[0], n), dtype=alpha_dtype)
 
-    @torch.library.register_fake("pyseg_noise::pint_image_loss")
-    def _(logits, target, teacher_prob, hard, normalize_entropy, slice_dim, reduction):
-        n = _n_slices(logits.shape, slice_dim)
-        alpha_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        loss = logits.new_empty((logits.shape[0], n)) if reduction == "none" else logits.new_empty(())
-        return loss, logits.new_empty((logits.shape[0], n), dtype=alpha_dtype)
+@torch.library.register_fake("pyseg_noise::pint_image_loss_backward")
+def _(grad, logits, target, teacher_prob, slice_alpha, hard, slice_dim, reduction):
+    return logits.new_empty(logits.shape)
 
-    @torch.library.register_fake("pyseg_noise::pint_image_loss_backward")
-    def _(grad, logits, target, teacher_prob, slice_alpha, hard, slice_dim, reduction):
-        return logits.new_empty(logits.shape)
-
-    torch.library.register_autograd(
-        "pyseg_noise::pint_pixel_loss", _pixel_backward, setup_context=_pixel_setup_context
-    )
-    torch.library.register_autograd(
-        "pyseg_noise::pint_image_loss", _image_backward, setup_context=_image_setup_context
-    )
+torch.library.register_autograd(
+    "pyseg_noise::pint_pixel_loss", _pixel_backward, setup_context=_pixel_setup_context
+)
+torch.library.register_autograd(
+    "pyseg_noise::pint_image_loss", _image_backward, setup_context=_image_setup_context
+)
 
 
 # --------------------------------------------------------------------------
@@ -270,7 +269,7 @@ def _check_pint_inputs(op, logits, target, teacher_prob, pseudo_label, reduction
 
 
 def _check_values(op, which, target, teacher_prob, n_classes):
-    if which != "cpu":  # the C++ kernels check inside their pass
+    if which == "reference":  # the C++ and Triton kernels check inside their own pass
         checks.check_target_values(op, target, n_classes)
         checks.check_teacher_prob_values(op, teacher_prob)
 
@@ -323,7 +322,7 @@ def pint_pixel_loss(
     if which == "cpu" and logits.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
         return _PixelLossGradInForward.apply(*args)[0]
     run = op_runner(op, which, _pixel_setup_context, _pixel_backward)
-    return run(*args)
+    return checks.run_checked(op, which, logits.shape[1], run, *args)
 
 
 def slice_uncertainty(entropy: Tensor, *, slice_dim: int = -1, backend: Optional[str] = None) -> Tensor:
@@ -393,5 +392,6 @@ def pint_image_loss(
             normalize_entropy=normalize_entropy, slice_dim=slice_dim,
         )
     run = op_runner(op, which, _image_setup_context, _image_backward)
-    loss, _ = run(logits, target, teacher_prob, pseudo_label == "hard", bool(normalize_entropy), slice_dim, reduction)
+    loss, _ = checks.run_checked(op, which, logits.shape[1], run, logits, target, teacher_prob, pseudo_label == "hard",
+                                 bool(normalize_entropy), slice_dim, reduction)
     return loss

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pyseg_noise.ops import checks, reference
-from pyseg_noise.ops.dispatch import HAS_CPU_EXTENSION, op_runner, ops_of, resolve_backend
+from pyseg_noise.ops.dispatch import op_runner, ops_of, resolve_backend
 
 __all__ = ["loss_attention", "attended_cross_entropy", "tsman_loss"]
 
@@ -63,36 +63,35 @@ def _tsman_backward(ctx, grad, _grad_attention):
     return grad_a, grad_b, None, None, None, None, None, None
 
 
-if HAS_CPU_EXTENSION:
+# The schemas exist with or without pyseg_noise._C (pyseg_noise.ops.schema defines them then).
+@torch.library.register_fake("pyseg_noise::loss_attention")
+def _(logits_a, logits_b, sigma2, kernel_size, spatial_dims, slice_dim):
+    return _spatial_map_like(logits_a)
 
-    @torch.library.register_fake("pyseg_noise::loss_attention")
-    def _(logits_a, logits_b, sigma2, kernel_size, spatial_dims, slice_dim):
-        return _spatial_map_like(logits_a)
+@torch.library.register_fake("pyseg_noise::attended_cross_entropy")
+def _(logits, target, attention, reduction):
+    return _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
 
-    @torch.library.register_fake("pyseg_noise::attended_cross_entropy")
-    def _(logits, target, attention, reduction):
-        return _spatial_map_like(logits) if reduction == "none" else logits.new_empty(())
+@torch.library.register_fake("pyseg_noise::attended_cross_entropy_backward")
+def _(grad, logits, target, attention, reduction):
+    return logits.new_empty(logits.shape)
 
-    @torch.library.register_fake("pyseg_noise::attended_cross_entropy_backward")
-    def _(grad, logits, target, attention, reduction):
-        return logits.new_empty(logits.shape)
+@torch.library.register_fake("pyseg_noise::tsman_loss")
+def _(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, slice_dim, reduction):
+    loss = _spatial_map_like(logits_a) if reduction == "none" else logits_a.new_empty(())
+    return loss, _spatial_map_like(logits_a)
 
-    @torch.library.register_fake("pyseg_noise::tsman_loss")
-    def _(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, slice_dim, reduction):
-        loss = _spatial_map_like(logits_a) if reduction == "none" else logits_a.new_empty(())
-        return loss, _spatial_map_like(logits_a)
+@torch.library.register_fake("pyseg_noise::tsman_loss_backward")
+def _(grad, logits_a, logits_b, target, attention, reduction):
+    return logits_a.new_empty(logits_a.shape), logits_b.new_empty(logits_b.shape)
 
-    @torch.library.register_fake("pyseg_noise::tsman_loss_backward")
-    def _(grad, logits_a, logits_b, target, attention, reduction):
-        return logits_a.new_empty(logits_a.shape), logits_b.new_empty(logits_b.shape)
-
-    torch.library.register_autograd(
-        "pyseg_noise::loss_attention", _attention_backward, setup_context=_attention_setup_context
-    )
-    torch.library.register_autograd(
-        "pyseg_noise::attended_cross_entropy", _ce_backward, setup_context=_ce_setup_context
-    )
-    torch.library.register_autograd("pyseg_noise::tsman_loss", _tsman_backward, setup_context=_tsman_setup_context)
+torch.library.register_autograd(
+    "pyseg_noise::loss_attention", _attention_backward, setup_context=_attention_setup_context
+)
+torch.library.register_autograd(
+    "pyseg_noise::attended_cross_entropy", _ce_backward, setup_context=_ce_setup_context
+)
+torch.library.register_autograd("pyseg_noise::tsman_loss", _tsman_backward, setup_context=_tsman_setup_context)
 
 
 # --------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def _check_streams(op: str, logits_a, logits_b) -> None:
 
 
 def _check_values(op: str, which: str, target: Tensor, n_classes: int) -> None:
-    if which != "cpu":  # the C++ kernels check inside their pass
+    if which == "reference":  # the C++ and Triton kernels check inside their own pass
         checks.check_target_values(op, target, n_classes)
 
 
@@ -224,7 +223,7 @@ def attended_cross_entropy(
     if which == "reference":
         return reference.attended_cross_entropy(logits, target, attention, reduction=reduction)
     run = op_runner(op, which, _ce_setup_context, _ce_backward)
-    return run(logits, target, attention, reduction)
+    return checks.run_checked(op, which, logits.shape[1], run, logits, target, attention, reduction)
 
 
 def tsman_loss(
@@ -282,7 +281,8 @@ def tsman_loss(
         )
     else:
         run = op_runner(op, which, _tsman_setup_context, _tsman_backward)
-        loss, attention = run(
-            logits_a, logits_b, target, float(sigma2), kernel_size, spatial_dims, slice_dim, reduction
+        loss, attention = checks.run_checked(
+            op, which, logits_a.shape[1], run,
+            logits_a, logits_b, target, float(sigma2), kernel_size, spatial_dims, slice_dim, reduction,
         )
     return (loss, attention) if return_attention else loss
