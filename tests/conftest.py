@@ -8,6 +8,20 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # the property tests skip themselves without hypothesis
+    _hypothesis_settings = None
+if _hypothesis_settings is not None:
+    # CI (CI=true, as .ci/run and hosted runners set it) replays the same examples on every run,
+    # so a red run is reproducible and a green one is not luck of the draw; no deadline, as a
+    # shared runner's timing says nothing about the code. Elsewhere ("dev") hypothesis draws new
+    # examples each run and replays its failures from its database. HYPOTHESIS_PROFILE overrides.
+    _hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+    _hypothesis_settings.register_profile("dev")
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                      or ("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev"))
+
 
 @pytest.fixture(scope="module")
 def one_thread():

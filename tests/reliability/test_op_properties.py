@@ -9,6 +9,7 @@ the float64 reference; invariants: losses >= 0, alpha in (0, 1], entropy in
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from pyseg_noise import ops  # noqa: E402
 from pyseg_noise.ops import reference  # noqa: E402
-from tests.ops.op_cases import BACKENDS, device_for  # noqa: E402
+from tests.ops.op_cases import KERNEL_BACKENDS, device_for  # noqa: E402
 
 MAX_VOXELS = 6000
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -69,7 +70,7 @@ def make(shape, seed, scale, exact_probs):
     return logits, target, prob
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(
     shape=volumes(),
@@ -103,7 +104,7 @@ def test_pixel_loss_properties(backend, shape, seed, scale, exact, dtype, layout
     torch.testing.assert_close(gx.double().cpu(), gr, **tol)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(
     shape=volumes(min_spatial=2),
@@ -149,7 +150,7 @@ def two_streams(draw):
     return (draw(st.integers(1, 2)), draw(st.integers(2, 8)), *sizes)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(
     shape=two_streams(),
@@ -198,7 +199,7 @@ def test_tsman_properties(backend, shape, seed, agree, kernel_size, sigma2, volu
     torch.testing.assert_close(gb.double().cpu(), gbr, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(
     sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=12),
@@ -222,3 +223,11 @@ def test_ema_update_properties(backend, sizes, dtypes, decay, as_tensor):
     for e, x, d in zip(ema, expect, dtypes):
         tol = {torch.float16: (2e-3, 2e-3), torch.float32: (1e-6, 1e-6), torch.float64: (1e-12, 1e-12)}[d]
         torch.testing.assert_close(e, x, rtol=tol[0], atol=tol[1])
+
+
+def test_ci_replays_the_same_examples():
+    """tests/conftest.py: the "ci" profile is derandomized, and CI=true (set by .ci/run) selects it."""
+    assert settings.get_profile("ci").derandomize
+    ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    if ci and not os.environ.get("HYPOTHESIS_PROFILE"):
+        assert settings.default.derandomize and SETTINGS.derandomize
