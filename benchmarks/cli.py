@@ -2,6 +2,7 @@
 
 Example:
     python -m benchmarks --sizes paper --out results/bench
+    python -m benchmarks --train --train-sizes cpu,paper --out results/train   # whole training steps
     python -m benchmarks --ops pint_pixel_loss,ema --sizes smoke --repeats 3
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .op_bench import MODES
 from .runner import run_benchmarks
 from .sizes import SIZE_SETS
 from .targets import evaluate
+from .train_bench import TRAIN_METHODS, TRAIN_SIZES, VARIANTS, run_train_benchmarks, train_markdown, train_target_lines
 
 __all__ = ["main", "build_parser"]
 
@@ -51,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-plot", action="store_true", help="do not write scaling.png")
     p.add_argument("--list", action="store_true", help="list the ops and their providers, then exit")
+    p.add_argument("--train", action="store_true", help="time whole training steps (vnet, pint, tsman) against the "
+                   "plain eager fp32 loop instead of the ops; writes train.md and train.csv")
+    p.add_argument("--train-methods", default=",".join(TRAIN_METHODS), help="with --train: comma-separated subset of "
+                   f"{', '.join(TRAIN_METHODS)}")
+    p.add_argument("--train-sizes", default="cpu,paper", help="with --train: comma-separated subset of "
+                   f"{', '.join(TRAIN_SIZES)} (cpu: the reproduction's scale; paper: V-Net 16 at 112x112x80, batch 2 "
+                   "on CPU)")
+    p.add_argument("--variants", default="eager,fast", help="with --train: loops to time beside the eager fp32 one: "
+                   f"{', '.join(VARIANTS)}")
     return p
 
 
@@ -93,6 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     else:
         device = torch.device(args.device)
+    if args.train:
+        return _train(parser, args, device)
 
     result = run_benchmarks(
         benches, sizes=args.sizes, modes=modes, providers=providers, device=device, dtype=_DTYPES[args.dtype],
@@ -111,5 +124,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for line in report.skip_lines(result.skips):
         print(f"not measured: {line}")
     print("\nwrote " + ", ".join(paths.values()))
+    sys.stdout.flush()
+    return 0
+
+
+def _train(parser: argparse.ArgumentParser, args, device: torch.device) -> int:
+    """``--train``: whole training steps (see :mod:`benchmarks.train_bench`)."""
+    import csv
+    import os
+
+    from .measure import machine_info
+
+    try:
+        rows = run_train_benchmarks(_csv(args.train_methods), _csv(args.train_sizes), variants=_csv(args.variants),
+                                    device=device, repeats=args.repeats, warmup=args.warmup,
+                                    memory=not args.no_memory)
+    except ValueError as exc:
+        parser.error(str(exc))
+    os.makedirs(args.out, exist_ok=True)
+    machine = machine_info(device)
+    table = train_markdown(rows)
+    verdicts = train_target_lines(rows)
+    md = os.path.join(args.out, "train.md")
+    with open(md, "w") as f:
+        f.write("# Training steps: default loop vs plain eager fp32\n\n")
+        f.write("\n".join(f"- {k}: {v}" for k, v in machine.items()) + "\n\n")
+        f.write("Parts as % of the step's median (student forward = the method's train_step less the teacher "
+                "passes and the loss).\n\n" + table + "\n\n")
+        f.write("\n".join(f"- {r.method} {r.size} {r.variant}: {r.speed}" for r in rows) + "\n\n")
+        f.write("\n".join(f"- {v}" for v in verdicts) + "\n")
+    path_csv = os.path.join(args.out, "train.csv")
+    with open(path_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "size", "shape", "variant", "median_s", "q25_s", "q75_s", "ratio_to_eager", "peak_bytes",
+                    *[f"{p}_s" for p in (rows[0].parts if rows else {})]])
+        for r in rows:
+            w.writerow([r.method, r.size, r.shape, r.variant, r.timing.median, r.timing.q25, r.timing.q75, r.ratio,
+                        r.peak_bytes, *r.parts.values()])
+    print(" | ".join(f"{k}: {v}" for k, v in machine.items()))
+    print()
+    print(table)
+    print()
+    for r in rows:
+        print(f"{r.method} {r.size} {r.variant}: {r.speed}")
+    for v in verdicts:
+        print(v)
+    print(f"\nwrote {md}, {path_csv}")
     sys.stdout.flush()
     return 0

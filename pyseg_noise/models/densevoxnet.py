@@ -97,6 +97,12 @@ class DenseVoxNet(nn.Module):
     #: total down-sampling factor; input sizes must be multiples of it.
     size_divisor = 4
 
+    #: ``channels_last_3d`` does not pay for it on the CPU at the reproduction's widths (stem 8,
+    #: growth 4: a TSMAN step 1.08x *slower*; every dense layer concatenates along the channels,
+    #: a strided copy in that format); at the paper's widths forward + backward was 1.2-1.35x
+    #: faster. ``channels_last: on`` forces it; see :mod:`pyseg_noise.training.speed`.
+    channels_last_pays = False
+
     def __init__(self, in_channels: int, n_classes: int, *, stem_channels: int = 16,
                  growth_rate: int = 12, n_layers: int | tuple[int, int] = 12,
                  dropout_rate: float = 0.2, up_channels: tuple[int, int] = (128, 64),

@@ -121,6 +121,11 @@ class TSMAN(nn.Module):
                 self.attention[name] = MutualChannelAttention(channels, reduction=channel_reduction)
 
     @property
+    def channels_last_pays(self) -> bool:
+        """Whether ``channels_last_3d`` speeds the streams up (their sub-network's own measurement)."""
+        return bool(getattr(self.stream_a, "channels_last_pays", False))
+
+    @property
     def aux_weight(self) -> float:
         """The sub-network's auxiliary-loss weight (0 for a sub-network without an aux head)."""
         return float(getattr(self.stream_a, "aux_weight", 0.0))

@@ -98,6 +98,9 @@ class VNet(nn.Module):
 
     #: total down-sampling factor; input sizes must be multiples of it.
     size_divisor = 16
+    #: ``channels_last_3d`` is faster for it on the CPU (oneDNN): measured 1.16x (forward + backward,
+    #: n_filters 8) and 1.5x (whole V-Net step, n_filters 4); see :mod:`pyseg_noise.training.speed`.
+    channels_last_pays = True
 
     def __init__(self, in_channels: int, n_classes: int, n_filters: int = 16, *,
                  has_dropout: bool = True, dropout_rate: float = 0.5):

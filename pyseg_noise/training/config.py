@@ -152,8 +152,17 @@ class TrainConfig:
         deterministic: ``torch.use_deterministic_algorithms(True)`` and no cuDNN
             autotuning, so a run (and a resumed run) repeats bit for bit.
         device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
-        amp: mixed precision: ``"auto"`` (bf16 on a GPU that has it, else fp16 on
-            GPU, off on CPU), ``"off"``, ``"bf16"``, ``"fp16"``.
+        amp: mixed precision of the student's steps: ``"auto"`` (bf16 on a GPU that has
+            it, else fp16 on GPU, off on CPU), ``"off"``, ``"bf16"`` (also on the CPU, opt-in),
+            ``"fp16"`` (GPU).
+        teacher_amp: precision of no-grad teacher passes (PINT's M passes): ``"auto"`` (bf16
+            on a CPU with AVX512-BF16/AMX or a GPU with bf16, fp16 on other GPUs, else fp32),
+            ``"off"``, ``"bf16"``, ``"fp16"``. See :mod:`pyseg_noise.training.speed`.
+        channels_last: networks and batches in ``channels_last_3d``: ``"auto"`` (on for
+            CPU, and for GPU under mixed precision), ``"on"``, ``"off"``.
+        compile: ``"off"`` or ``"on"`` (``torch.compile`` every network in place).
+        cpu_allocator: ``"auto"`` / ``"cache"`` (CPU training under glibc keeps freed memory in
+            the heap: no page faults for the next step's tensors) or ``"system"``.
         sync_batchnorm: in a distributed run, compute batch-norm statistics over
             the global batch (so N processes x batch b == 1 process x batch N*b).
         checkpoint_every: iterations between checkpoints (and one at the end).
@@ -175,6 +184,10 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     amp: str = "auto"
+    teacher_amp: str = "auto"
+    channels_last: str = "auto"
+    compile: str = "off"
+    cpu_allocator: str = "auto"
     sync_batchnorm: bool = True
     checkpoint_every: int = 500
     log_every: int = 20
@@ -255,6 +268,8 @@ def _coerce(value, tp, key: str):
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off (and yes/no) as booleans
+            return "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -312,6 +327,13 @@ def validate_common(config: TrainConfig) -> None:
     _require(config.val_batch_size >= 1, f"val_batch_size must be >= 1, got {config.val_batch_size}")
     _require(all(s >= 1 for s in config.val_stride), f"val_stride must be positive, got {list(config.val_stride)}")
     _require(config.amp in ("auto", "off", "bf16", "fp16"), f"amp must be auto, off, bf16 or fp16, got {config.amp!r}")
+    _require(config.teacher_amp in ("auto", "off", "bf16", "fp16"),
+             f"teacher_amp must be auto, off, bf16 or fp16, got {config.teacher_amp!r}")
+    _require(config.channels_last in ("auto", "on", "off"),
+             f"channels_last must be auto, on or off, got {config.channels_last!r}")
+    _require(config.compile in ("off", "on"), f"compile must be off or on, got {config.compile!r}")
+    _require(config.cpu_allocator in ("auto", "cache", "system"),
+             f"cpu_allocator must be auto, cache or system, got {config.cpu_allocator!r}")
     dev = config.device
     _require(
         dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),

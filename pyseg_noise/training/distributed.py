@@ -120,6 +120,35 @@ def broadcast_state(modules: Iterable[nn.Module], src: int = 0) -> None:
             dist.broadcast(t.data, src=src)
 
 
+def broadcast_buffers(modules: Iterable[nn.Module], src: int = 0) -> None:
+    """Copy every buffer of ``modules`` (batch-norm statistics and counters) from rank ``src``
+    to all processes, as DDP's ``broadcast_buffers`` does: one collective per dtype, on the
+    buffers flattened into one tensor. Parameters are not touched (their gradients are averaged)."""
+    if not _active():
+        return
+    by_dtype: Dict[torch.dtype, List[Tensor]] = {}
+    for module in modules:
+        for b in module.buffers():
+            by_dtype.setdefault(b.dtype, []).append(b)
+    for group in by_dtype.values():
+        flat = torch.cat([b.detach().reshape(-1) for b in group])
+        dist.broadcast(flat, src=src)
+        offset = 0
+        for b in group:
+            n = b.numel()
+            b.detach().copy_(flat[offset:offset + n].view_as(b))
+            offset += n
+
+
+def all_reduce_max(values: Tensor) -> Tensor:
+    """Element-wise maximum over processes (returned; the input is not modified)."""
+    if not _active():
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def all_reduce_mean(values: Tensor) -> Tensor:
     """Mean over processes of a float tensor (returned; the input is not modified)."""
     if not _active():

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .config import ConfigError, NoOptions, TrainConfig
 from .keyed_random import keyed_normal
 from .lr_schedule import learning_rate
+from .speed import SpeedPlan, resolve_speed
 
 __all__ = ["Batch", "Method", "check_vnet_crop"]
 
@@ -104,6 +105,15 @@ class Method:
         self.config = config
         self.options = config.method_options
         self.device = torch.device(device)
+        self._speed: Optional[SpeedPlan] = None
+
+    @property
+    def speed(self) -> SpeedPlan:
+        """How this run is made fast on :attr:`device` (resolved from the config on first use):
+        ``with self.speed.teacher_passes(): ...`` around no-grad teacher passes."""
+        if getattr(self, "_speed", None) is None:
+            self._speed = resolve_speed(self.config, self.device)
+        return self._speed
 
     # ------------------------------------------------------------------ required
     def build(self) -> None:

@@ -67,6 +67,8 @@ from .ema import EMATeacher
 from .lr_schedule import learning_rate
 from .method import Batch, Method, check_vnet_crop
 from .registry import register_method
+from .speed import SpeedPlan
+from .step_parts import part
 from .vnet import build_vnet
 
 __all__ = ["PINTOptions", "PINTMethod", "PNT", "INT", "PINT", "perturbed_teacher_uncertainty"]
@@ -109,9 +111,9 @@ class PINTOptions:
     predict_with: str = "student"
 
 
-@torch.no_grad()
 def perturbed_teacher_uncertainty(teacher: nn.Module, image: Tensor, noise, *, passes: int, noise_std: float,
-                                  noise_clip: float, dropout: bool) -> Tuple[Tensor, Tensor]:
+                                  noise_clip: float, dropout: bool,
+                                  speed: Optional[SpeedPlan] = None) -> Tuple[Tensor, Tensor]:
     """PINT Eq. (1): mean softmax and entropy of ``passes`` teacher passes on perturbed inputs.
 
     The passes are streamed into a :class:`~pyseg_noise.ops.TeacherUncertaintyAccumulator`, so only
@@ -124,15 +126,22 @@ def perturbed_teacher_uncertainty(teacher: nn.Module, image: Tensor, noise, *, p
         passes: M.
         noise_std, noise_clip: the perturbation is ``clamp(noise_std * noise(m), -clip, clip)``.
         dropout: teacher dropout on.
+        speed: the run's :class:`~pyseg_noise.training.speed.SpeedPlan`: the passes run in its
+            :meth:`~pyseg_noise.training.speed.SpeedPlan.teacher_passes` context
+            (``inference_mode``, bf16/fp16 autocast where resolved). None: ``no_grad`` in the
+            ambient precision.
 
     Returns:
-        (p_hat (Tensor[B, C, X, Y, Z]), u (Tensor[B, X, Y, Z])).
+        (p_hat (Tensor[B, C, X, Y, Z]), u (Tensor[B, X, Y, Z])), float32 (float64 for float64 logits).
     """
     acc = TeacherUncertaintyAccumulator()
-    for m in range(passes):
-        perturbation = (noise(m) * noise_std).clamp_(-noise_clip, noise_clip)
-        acc.add(teacher(image + perturbation, dropout=dropout))
-    return acc.compute()
+    with (speed.teacher_passes() if speed is not None else torch.no_grad()):
+        for m in range(passes):
+            perturbation = (noise(m) * noise_std).clamp_(-noise_clip, noise_clip)
+            acc.add(teacher(image + perturbation, dropout=dropout))
+    # outside inference mode: the results are ordinary tensors the loss may save for backward
+    with torch.no_grad():
+        return acc.compute()
 
 
 class PINTMethod(Method):
@@ -217,23 +226,28 @@ class PINTMethod(Method):
         try:
             return perturbed_teacher_uncertainty(self._teacher_for_passes(), batch.image, batch.normal_like_image,
                                                  passes=o.passes, noise_std=o.noise_std, noise_clip=o.noise_clip,
-                                                 dropout=o.teacher_dropout)
+                                                 dropout=o.teacher_dropout, speed=self.speed)
         finally:
             self.ema.teacher.eval()
 
     def train_step(self, batch: Batch, iteration: int) -> Dict[str, Tensor]:
         o = self.options
         phase = self.phase_at(iteration)
-        logits = self.student(batch.image)
+        with part("student_forward"):
+            logits = self.student(batch.image)
         if phase == "ce":
             return {"loss": F.cross_entropy(logits.float(), batch.label), "phase": torch.tensor(0.0)}
-        prob, entropy = self.teacher_uncertainty(batch)
+        with part("teacher_passes"):
+            prob, entropy = self.teacher_uncertainty(batch)
         kwargs = dict(pseudo_label=o.pseudo_label, normalize_entropy=o.normalize_entropy)
+        with part("loss"):
+            if phase == "pixel":
+                loss = pint_pixel_loss(logits, batch.label, prob, **kwargs)
+            else:
+                loss = pint_image_loss(logits, batch.label, prob, slice_dim=o.slice_dim, **kwargs)
         if phase == "pixel":
-            loss = pint_pixel_loss(logits, batch.label, prob, **kwargs)
             alpha = torch.exp(-entropy.float()).mean()
         else:
-            loss = pint_image_loss(logits, batch.label, prob, slice_dim=o.slice_dim, **kwargs)
             alpha = torch.exp(-slice_uncertainty(entropy.float(), slice_dim=o.slice_dim)).mean()
         with torch.no_grad():
             teacher_fg = (prob.argmax(1) > 0).float().mean()
@@ -262,7 +276,7 @@ class PINTMethod(Method):
         try:
             _, entropy = perturbed_teacher_uncertainty(self._teacher_for_passes(), x, noise, passes=o.passes,
                                                        noise_std=o.noise_std, noise_clip=o.noise_clip,
-                                                       dropout=o.teacher_dropout)
+                                                       dropout=o.teacher_dropout, speed=self.speed)
         finally:
             self.ema.teacher.eval()
         return entropy

@@ -50,16 +50,17 @@ from .method import Batch, Method
 from .registry import get_method
 from .run_data import case_for_plot, train_dataset, validation_dataset
 from .run_log import RunLog, RunOutputWriteError, read_log, writing
+from .step_parts import part
 from .sync_batchnorm import convert_batchnorm, local_statistics
 from .validation import METRIC_COLUMNS, evaluate_method, summarize
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "TrainingInterrupted", "TrainingDataError",
+__all__ = ["Trainer", "TrainResult", "run_step", "NonFiniteLossError", "TrainingInterrupted", "TrainingDataError",
            "resolve_device", "RESUMABLE_CHANGES", "build_method", "load_trained"]
 
 PathLike = Union[str, Path]
 
 #: config keys that may differ between a run and its resumption (they do not change the result)
-RESUMABLE_CHANGES = ("progress", "plots", "checkpoint_every", "log_every", "val_every", "val_batch_size",
+RESUMABLE_CHANGES = ("progress", "plots", "checkpoint_every", "log_every", "val_every", "val_batch_size", "cpu_allocator",
                      "data.num_workers", "data.cache", "data.root", "data.label_overrides", "device")
 
 
@@ -160,14 +161,6 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     return [k for k in keys if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
 
 
-def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
 @contextlib.contextmanager
 def _determinism(enabled: bool, device: torch.device):
     """``torch.use_deterministic_algorithms`` for the run, restored afterwards."""
@@ -203,6 +196,7 @@ def build_method(config: TrainConfig, device: torch.device) -> Method:
     method.build()
     for module in method.modules():
         module.to(device)
+    method.speed.apply(method.modules())  # channels_last_3d / torch.compile, as the config resolves
     return method
 
 
@@ -294,6 +288,100 @@ class _StopSignals:
         return False
 
 
+def run_step(method: Method, optimizer: torch.optim.Optimizer, scaler, amp_dtype: Optional[torch.dtype],
+             params: List[torch.Tensor], batch: Batch, t: int, watch: "_LossWatch", total: int) -> Dict[str, Any]:
+    """One optimizer step of ``method`` at 0-based iteration ``t``: its loss under autocast,
+    backward, gradient averaging over processes, the optimizer, :meth:`Method.after_step`.
+
+    Returns the dict ``train_step`` returned (device tensors; nothing is read on the host,
+    except the loss of one CPU process, see :class:`_LossWatch`). The training benchmark
+    times this same function.
+
+    Raises:
+        NonFiniteLossError: the loss is not finite (where ``watch`` reads every step).
+    """
+    method.train()
+    optimizer.zero_grad(set_to_none=True)
+    with part("train_step"), torch.autocast(method.device.type, dtype=amp_dtype or torch.float32,
+                                             enabled=amp_dtype is not None):
+        out = method.train_step(batch, t)
+    if not isinstance(out, dict) or "loss" not in out:
+        raise TypeError(f"{type(method).__name__}.train_step must return a dict with a 'loss' tensor")
+    loss = out["loss"]
+    if watch.observe(loss, t + 1):
+        raise watch.error(t + 1, total, before_update=True)
+    with part("backward"):
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+    with part("optimizer"):
+        ddp.average_gradients(params)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    with part("after_step"):
+        method.after_step(t)
+    return out
+
+
+class _LossWatch:
+    """Finds a non-finite loss without a host synchronisation every step.
+
+    One process on the CPU reads the loss every step (a CPU tensor: nothing to wait for)
+    and stops before that update. On a GPU, or with several processes, a step only records
+    on the device the first iteration whose loss was not finite; :meth:`sync` reads it, with
+    the stop flag, in one collective every ``log_every`` iterations and before every
+    checkpoint, so the run stops within ``log_every`` iterations and no checkpoint holds
+    weights that a non-finite loss has updated.
+    """
+
+    def __init__(self, device: torch.device, distributed: bool, method: str, run_dir: Optional[Path]):
+        self.eager = device.type == "cpu" and not distributed
+        self.distributed = distributed
+        self.device = device
+        self.method = method
+        self.run_dir = run_dir
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.value = float("nan")
+
+    def observe(self, loss: torch.Tensor, iteration: int) -> bool:
+        """Record 1-based ``iteration``'s loss; True if it is not finite and this watch reads every step."""
+        loss = loss.detach()
+        if self.eager:
+            value = float(loss)
+            if not math.isfinite(value):
+                self.value = value
+                return True
+            return False
+        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, iteration, self.first_bad)
+        return False
+
+    def sync(self, stop_flag: bool, it: int, total: int) -> bool:
+        """Raise :class:`NonFiniteLossError` if a loss so far was not finite (on any process);
+        else whether any process was asked to stop. A collective in a distributed run."""
+        if self.eager:
+            return stop_flag
+        flags = torch.stack([self.first_bad, torch.tensor(int(stop_flag), dtype=torch.int64, device=self.device)])
+        first_bad, stop = ddp.all_reduce_max(flags).tolist()
+        if first_bad >= 0:
+            raise self.error(int(first_bad), total, before_update=False, found_after=it)
+        return bool(stop)
+
+    def error(self, iteration: int, total: int, *, before_update: bool, found_after: int = 0) -> "NonFiniteLossError":
+        last = read_checkpoint_iteration(self.run_dir) if self.run_dir is not None else None
+        value = f" ({self.value})" if before_update else ""
+        where = ("the run stopped before that update" if before_update else
+                 f"found after iteration {found_after}; no checkpoint was written after it")
+        return NonFiniteLossError(
+            f"non-finite loss{value} at iteration {iteration} of {total} (method {self.method}); {where}"
+            + (f"; the last checkpoint holds iteration {last}" if last is not None else "")
+            + ". Lower optim.lr or check the data.")
+
+
 class Trainer:
     """Trains one configured method into a run folder.
 
@@ -337,6 +425,7 @@ class Trainer:
         self.overwrite = overwrite
         self.validate = validate
         self.method: Optional[Method] = None
+        self._watch: Optional[_LossWatch] = None
 
     # ------------------------------------------------------------------ setup
     def _prepare_run_dir(self, info: ddp.DistInfo) -> Optional[Dict[str, Any]]:
@@ -376,6 +465,8 @@ class Trainer:
             CheckpointWriteError: on every process when rank 0's write failed (e.g. a full
                 disk); the previous checkpoint is unchanged and training stops.
         """
+        if self._watch is not None:
+            self._watch.sync(False, it, total)  # no checkpoint of weights a non-finite loss has updated
         rngs = ddp.all_gather_objects(capture_rng_state())
         path = checkpoint_path(self.run_dir)
         failure: Optional[CheckpointWriteError] = None
@@ -447,7 +538,7 @@ class Trainer:
                     raise ConfigError("sync_batchnorm: a network that is itself a batch-norm layer is not supported")
         ddp.broadcast_state(method.modules())
         optimizer = _build_optimizer(cfg, method.param_groups())
-        amp_dtype = _amp_dtype(cfg.amp, device)
+        amp_dtype = method.speed.student_dtype
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         params = [p for g in optimizer.param_groups for p in g["params"]]
         total = method.total_iterations()
@@ -469,14 +560,17 @@ class Trainer:
 
         log = RunLog(self.run_dir, enabled=info.is_main, progress=cfg.progress, total=total, initial=start,
                      desc=cfg.method, resume_from=start if state is not None else None)
+        log.write(f"speed: {method.speed.describe()}")
+        log.log({"iteration": start, "split": "speed", **method.speed.as_dict()})
         ckpt = checkpoint_path(self.run_dir)
         it = start
         lr = method.lr_at(min(it, max(total - 1, 0)))
         try:
             with _StopSignals(log) as stop:
                 if start < total:
-                    it, lr = self._loop(info, device, stream, method, optimizer, scaler, amp_dtype, params, log,
-                                        stop, start, total)
+                    with method.speed.training():  # e.g. freed memory kept in the heap on the CPU
+                        it, lr = self._loop(info, device, stream, method, optimizer, scaler, amp_dtype, params,
+                                            log, stop, start, total)
                 if state is None or it > start or not ckpt.exists():
                     ckpt = self._checkpoint(info, device, it, total, optimizer, scaler, lr)
         except RunOutputWriteError as exc:
@@ -501,6 +595,9 @@ class Trainer:
         loader = stream_loader(stream, cfg.batch_size, rank=info.rank, world_size=info.world_size, start=start,
                                stop=total, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
         it, lr = start, cfg.optim.lr
+        speed = method.speed
+        networks = list(method.modules())
+        watch = self._watch = _LossWatch(device, info.distributed, cfg.method, self.run_dir)
         t0 = time.perf_counter()
         batches = iter(loader)
         while True:
@@ -516,50 +613,27 @@ class Trainer:
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             batch = Batch(
-                image=raw["image"].to(device, non_blocking=True),
+                image=speed.prepare_input(raw["image"].to(device, non_blocking=True), networks),
                 label=raw["label"].to(device, non_blocking=True),
                 cases=list(raw["case"]),
                 positions=[int(p) for p in raw["position"]],
                 seed=cfg.seed,
             )
-            method.train()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = method.train_step(batch, t)
-            if not isinstance(out, dict) or "loss" not in out:
-                raise TypeError(f"{type(method).__name__}.train_step must return a dict with a 'loss' tensor")
-            loss = out["loss"]
-            names = list(out)
-            values = torch.stack([torch.as_tensor(out[k], device=device).detach().float().reshape(()) for k in names])
-            values = ddp.all_reduce_mean(values).tolist()
-            scalars = dict(zip(names, values))
-            if not math.isfinite(scalars["loss"]):
-                last = read_checkpoint_iteration(self.run_dir)
-                raise NonFiniteLossError(
-                    f"non-finite loss ({scalars['loss']}) at iteration {t + 1} of {total} (method {cfg.method}); "
-                    f"the run stopped before that update"
-                    + (f"; the last checkpoint holds iteration {last}" if last is not None else "")
-                    + ". Lower optim.lr or check the data."
-                )
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            ddp.average_gradients(params)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            method.after_step(t)
+            out = run_step(method, optimizer, scaler, amp_dtype, params, batch, t, watch, total)
             if info.distributed and not cfg.sync_batchnorm:
-                # as DDP's broadcast_buffers: rank 0's batch-norm statistics everywhere
-                ddp.broadcast_state([m for m in method.networks().values()])
+                # as DDP's broadcast_buffers: rank 0's batch-norm statistics everywhere (one collective per dtype)
+                ddp.broadcast_buffers([m for m in method.networks().values()])
             it = t + 1
+            # Host reads and collectives only here, every log_every iterations (and at the first and last).
             if it % cfg.log_every == 0 or it == total or it == start + 1:
+                scalars = self._step_scalars(out, device)
+                stopping = watch.sync(stop.flag, it, total)
                 log.log({"iteration": it, **scalars, "lr": lr, "seconds": round(time.perf_counter() - t0, 3)})
-            log.progress(1, loss=scalars["loss"], lr=lr)
-            if ddp.any_rank(stop.flag, device):
+                log.progress(1, loss=scalars["loss"], lr=lr)
+            else:
+                stopping = stop.flag if not info.distributed else False
+                log.progress(1)
+            if stopping:
                 path = self._checkpoint(info, device, it, total, optimizer, scaler, lr)
                 log.write(f"checkpoint saved at iteration {it}: {path}")
                 raise TrainingInterrupted(it, path)
@@ -571,6 +645,13 @@ class Trainer:
                         self._validate(method, log, it)
                 ddp.barrier()
         return it, lr
+
+    @staticmethod
+    def _step_scalars(out: Dict[str, Any], device: torch.device) -> Dict[str, float]:
+        """The step's returned scalars as floats, averaged over processes (one host read, one collective)."""
+        names = list(out)
+        values = torch.stack([torch.as_tensor(out[k], device=device).detach().float().reshape(()) for k in names])
+        return dict(zip(names, ddp.all_reduce_mean(values).tolist()))
 
     # ------------------------------------------------------------------ validation and plots
     def _validate(self, method, log: Optional[RunLog], it: int):
@@ -616,7 +697,8 @@ class Trainer:
                         writer.writeheader()
                         writer.writerows(rows)
                 with writing(out / "summary.json") as path, open(path, "w") as f:
-                    json.dump({"iteration": result.iteration, "split": cfg.data.val_split, **summary}, f, indent=1)
+                    json.dump({"iteration": result.iteration, "split": cfg.data.val_split, **summary,
+                               "speed": method.speed.as_dict()}, f, indent=1)
         if cfg.plots:
             from .plots import plot_case, plot_loss_curves
 

@@ -27,6 +27,7 @@ from .config import ConfigError, TrainConfig
 from .lr_schedule import learning_rate
 from .method import Batch, Method, check_vnet_crop
 from .registry import register_method
+from .step_parts import part
 
 __all__ = ["PlainVNet", "VNetOptions", "build_vnet"]
 
@@ -99,8 +100,11 @@ class PlainVNet(Method):
         return {"model": self.model}
 
     def train_step(self, batch: Batch, iteration: int) -> Dict[str, Tensor]:
-        logits = self.model(batch.image)
-        return {"loss": F.cross_entropy(logits.float(), batch.label)}
+        with part("student_forward"):
+            logits = self.model(batch.image)
+        with part("loss"):
+            loss = F.cross_entropy(logits.float(), batch.label)
+        return {"loss": loss}
 
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x).float().softmax(1)

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _configs(root):
-    common = dict(batch_size=4, checkpoint_every=100, model={"n_filters": 2, "dropout": False})
+    # fp32 teacher passes: bf16's rounding (~4e-3) depends on the batch split and would be compared here
+    common = dict(batch_size=4, checkpoint_every=100, model={"n_filters": 2, "dropout": False}, teacher_amp="off")
     return {
         "vnet": tiny_config(root, "vnet", iterations=2, **common),
         # plots on: rank 0 alone runs the teacher for the uncertainty panel (no collective may hang)
@@ -76,6 +77,7 @@ if dist.get_rank() == 0:
 """
 
 
+@pytest.mark.slow  # end-to-end training (the fast tier leaves it out)
 def test_two_processes_equal_one_process_with_the_global_batch(tiny_h5, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER))
@@ -144,3 +146,41 @@ def test_plain_batch_norm_is_not_the_global_batch():
     whole = net(image)
     halves = torch.cat([net(image[:2]), net(image[2:])])
     assert (whole - halves).abs().max() > 1e-3
+
+
+_BUFFERS_WORKER = """
+import sys, torch
+import torch.distributed as dist
+from torch import nn
+from pyseg_noise.training.distributed import broadcast_buffers
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+net = nn.Sequential(nn.Conv3d(1, 3, 1), nn.BatchNorm3d(3), nn.BatchNorm3d(3))
+with torch.no_grad():
+    for i, b in enumerate(net.buffers()):
+        b.fill_(10 * rank + i)          # running stats and num_batches_tracked (int64), per rank
+    for p in net.parameters():
+        p.fill_(rank + 0.5)
+calls = []
+original = dist.broadcast
+dist.broadcast = lambda t, src=0, **kw: (calls.append(t.dtype), original(t, src=src, **kw))[1]
+broadcast_buffers([net])
+torch.save({"buffers": [b.clone() for b in net.buffers()], "params": [p.detach().clone() for p in net.parameters()],
+            "calls": [str(c) for c in calls]}, f"{sys.argv[1]}/rank{rank}.pt")
+"""
+
+
+def test_broadcast_buffers_copies_rank0_buffers_in_one_collective_per_dtype(tmp_path):
+    """sync_batchnorm off: rank 0's batch-norm buffers everywhere, parameters untouched, bucketed."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(_BUFFERS_WORKER))
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["buffers"]) == 6  # 2 x (running_mean, running_var, num_batches_tracked)
+    for i, (a, b) in enumerate(zip(r0["buffers"], r1["buffers"])):
+        assert torch.equal(a, b), f"buffer {i}"
+        assert torch.all(a == i), f"buffer {i} is not rank 0's"
+    assert all(torch.all(p == 1.5) for p in r1["params"])  # rank 1 keeps its own parameters
+    assert sorted(r1["calls"]) == ["torch.float32", "torch.int64"]  # one collective per dtype
