@@ -147,6 +147,7 @@ def test_distill_without_a_name_and_bench(capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "error" in err
 
 
+@pytest.mark.slow  # the whole study through the command line (the fast tier leaves it out)
 def test_study_pipeline_synth_corrupt_train_predict_evaluate(tmp_path, capsys):
     root = tmp_path / "syn"
     assert run(["synth", str(root), "--n-train", "4", "--n-test", "2", "--shape", "32", "32", "32"], capsys)[0] == 0
@@ -188,6 +189,7 @@ def test_study_pipeline_synth_corrupt_train_predict_evaluate(tmp_path, capsys):
         assert "| case_004 | 1 | 1.0000 | 1.0000 | 0.0000 | 0.0000 |" in out
 
 
+@pytest.mark.slow  # a reproduction end to end (the fast tier leaves it out)
 def test_reproduce_smoke(tmp_path, capsys):
     out_dir = tmp_path / "rep"
     code, out, err = run(["reproduce", "--scale", "smoke", "--out", str(out_dir), "--no-progress"], capsys)

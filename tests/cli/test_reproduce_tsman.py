@@ -15,7 +15,8 @@ TABLE1_NAMES = ["A", "B", "C", "MD (A+B+C)", "DD(A)", "DD(B)", "DD(C)", "HD (DD 
 TABLE1_PAPER_XI50 = ["0.136", "0.279", "0.350", "0.359", "0.196", "0.330", "0.356", "0.387"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# slow tier (reproduce runs end to end): `python -m pytest -q tests -m "not slow"` leaves it out
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def run(argv, capsys):

@@ -27,6 +27,9 @@ KERNEL_BACKENDS = [
     pytest.param(b, marks=pytest.mark.slow) if b == "triton" and TRITON_INTERPRETED else b
     for b in BACKENDS if b != "reference"
 ]
+#: every backend as parameters, for checks against something other than the reference
+#: (``torch._foreach_lerp_``); interpreted Triton in the slow tier as above
+BACKEND_PARAMS = ["reference", *KERNEL_BACKENDS]
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 # (B, C, *S): 2D and 3D, odd sizes, C from 2 to 8.

@@ -7,7 +7,8 @@ import torch
 
 from pyseg_noise import ops
 from pyseg_noise.ops import reference
-from tests.ops.op_cases import BACKENDS, DTYPES, assert_close, device_for, skip_unsupported, tolerances
+from tests.ops.op_cases import (BACKEND_PARAMS, BACKENDS, DTYPES, assert_close, device_for, skip_unsupported,
+                                tolerances)
 
 # A model-like list: scalars, biases, conv weights, one tensor spanning several CPU chunks.
 SIZES = [(), (3,), (17, 5), (2, 3, 4, 5), (16, 8, 3, 3, 3), (70001,)]
@@ -31,7 +32,7 @@ def make_lists(sizes, dtype, device, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_matches_foreach_lerp_in_place(backend, dtype):
     skip_unsupported(backend, dtype)
     device = device_for(backend)

@@ -306,6 +306,7 @@ def test_cross_entropy_with_extreme_logits_and_ties(backend, C, dtype):
 # ---------------------------------------------------------------- autograd, opcheck, compile
 
 
+@pytest.mark.slow  # numerical Jacobians, ~6 s here; the matrix checks the same gradients in float64
 @pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
 def test_gradcheck_cpu_float64():
     for shape, kw in (((1, 3, 4, 3, 2), dict(spatial_dims=3)), ((2, 2, 5, 4), dict(kernel_size=5, sigma2=1.5))):

@@ -69,6 +69,7 @@ def named(path):
 
 
 # ----------------------------------------------------------------------------- train
+@pytest.mark.slow  # a CLI training run up to the fault (the fast tier leaves it out)
 @pytest.mark.parametrize("workers", [0, 1])
 def test_train_meets_a_truncated_nifti_image_mid_run(copy, tmp_path, capsys, workers):
     """Case 2 is not the first case (which is probed up front): the error comes from the data stream."""
@@ -82,6 +83,7 @@ def test_train_meets_a_truncated_nifti_image_mid_run(copy, tmp_path, capsys, wor
     assert not (run / "checkpoints" / "last.pt").exists()
 
 
+@pytest.mark.slow  # a CLI training run up to the fault (the fast tier leaves it out)
 def test_train_meets_a_truncated_h5_mid_run_in_a_worker(copy, tmp_path, capsys):
     root = copy("h5")
     bad = root / "case_003" / "mri_norm2.h5"
@@ -99,6 +101,7 @@ def test_train_refuses_a_garbage_first_h5_up_front(copy, tmp_path, capsys):
                    "^pyseg-noise train: error: cannot read LA h5 file " + named(bad) + " as HDF5")
 
 
+@pytest.mark.slow  # a CLI training run up to the fault (the fast tier leaves it out)
 def test_train_meets_an_h5_without_its_label_dataset(copy, tmp_path, capsys):
     root = copy("h5")
     bad = root / "case_002" / "mri_norm2.h5"
@@ -131,6 +134,7 @@ def test_train_refuses_a_missing_validation_label_before_training(copy, tmp_path
     assert not (run / "checkpoints").exists()
 
 
+@pytest.mark.slow  # a CLI training run up to the fault (the fast tier leaves it out)
 def test_train_meets_a_corrupt_validation_label_after_training(copy, tmp_path, capsys):
     root = copy("nifti")
     bad = root / "labelsTs" / "case_005.nii.gz"

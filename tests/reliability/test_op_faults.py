@@ -78,6 +78,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@pytest.mark.slow  # 1100 calls of every PINT op: ~30 s here
 @pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
 def test_thousand_calls_do_not_grow_memory():
     x, t, p = _inputs(S=(16, 16, 8))

@@ -116,7 +116,8 @@ print(json.dumps(report))
 """ % {"iterations": ITERATIONS, "every": CHECKPOINT_EVERY}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# slow tier (kills and resumes training processes): `python -m pytest -q tests -m "not slow"` leaves it out
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ def _options(method):
     return None
 
 
+@pytest.mark.slow  # end-to-end training (the fast tier leaves it out)
 @pytest.mark.parametrize("method", method_names())
 def test_a_few_iterations_of_every_method(method, tiny_h5, tmp_path):
     try:
@@ -53,6 +54,7 @@ def test_a_few_iterations_of_every_method(method, tiny_h5, tmp_path):
         assert [r["phase"] for r in records] == [1.0] * 4 + [2.0] * 2
 
 
+@pytest.mark.slow  # end-to-end training (the fast tier leaves it out)
 def test_run_folder_has_plots_and_config(tiny_h5, tmp_path):
     cfg = tiny_config(tiny_h5, "pint", method_options={"image_phase_iterations": 1}, plots=True, iterations=2)
     Trainer(cfg, tmp_path / "run").fit()

@@ -126,6 +126,7 @@ def test_same_budget_schedule_restarts_at_the_phase2_rate():
 
 
 # ------------------------------------------------------------------ one smoke reproduction: row, schedule, header
+@pytest.mark.slow  # a reproduction end to end (the fast tier leaves it out)
 def test_reproduction_has_the_same_budget_row_and_a_header_with_the_values_used(tmp_path):
     lines = []
     settings = ReproduceSettings(out=str(tmp_path / "rep"), scale="smoke", device="cpu", progress=False,

@@ -15,7 +15,8 @@ from pyseg_noise.training.vnet import PlainVNet
 from .tiny_runs import PYTHON, subprocess_env, tiny_config
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# slow tier (interrupted, killed and resumed training runs): `python -m pytest -q tests -m "not slow"` leaves it out
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def _assert_same_state(a, b):

@@ -392,6 +392,7 @@ def _densevoxnet_run(root, out, seed, **sizes):
     return out
 
 
+@pytest.mark.slow  # end-to-end training (the fast tier leaves it out)
 def test_init_streams_start_stage_2_from_two_different_ce_runs(tiny_h5, tmp_path):
     from pyseg_noise.training import load_checkpoint
 
@@ -419,6 +420,7 @@ def test_init_streams_start_stage_2_from_two_different_ce_runs(tiny_h5, tmp_path
         missing.train_step(batch(0), 0)
 
 
+@pytest.mark.slow  # resumed and uninterrupted training runs (the fast tier leaves it out)
 def test_resume_across_the_stage_boundary_equals_an_uninterrupted_run(tiny_h5, tmp_path, monkeypatch):
     import signal
 
