@@ -20,7 +20,7 @@ from .class_rows import (
 from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
 from .value_errors import error_buffer
-from .voxel_layout import slice_layout, slice_tile, spatial_index, sum_per_slice, voxel_layout
+from .voxel_layout import slice_layout, slice_tile, sum_per_slice, voxel_layout, voxel_tile
 
 __all__ = [
     "teacher_uncertainty",
@@ -46,18 +46,19 @@ def teacher_uncertainty_kernel(
     entropy_ptr,  # [B, *S] contiguous, logits dtype (output)
     M,  # number of teacher passes
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     logits_m_stride, logits_b_stride, logits_c_stride,  # strides of M, B, C
     logits_s0_stride, logits_s1_stride, logits_s2_stride,  # merged spatial strides
     C: tl.constexpr,  # classes
     ACC: tl.constexpr,  # tl.float32 | tl.float64
-    BLOCK: tl.constexpr,  # voxels per program
+    BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+     # voxels per program
 ):
     b = tl.program_id(1).to(tl.int64)
-    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    off = b * logits_b_stride + (i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride)
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     acc = ()
     for c in tl.static_range(C):
@@ -90,15 +91,14 @@ def teacher_uncertainty(teacher_logits: torch.Tensor):
     check_device("teacher_uncertainty", teacher_logits)
     M, B, C = teacher_logits.shape[:3]
     S = teacher_logits.shape[3:]
-    lay = voxel_layout([teacher_logits[0]], [True])
+    lay = voxel_layout([teacher_logits[0]], [True], voxel_block(C))
     ACC, _ = acc_dtype(teacher_logits.dtype)
-    BLOCK = voxel_block(C)
     prob = torch.empty((B, C, *S), dtype=teacher_logits.dtype, device=teacher_logits.device)
     entropy = torch.empty((B, *S), dtype=teacher_logits.dtype, device=teacher_logits.device)
-    grid = (triton.cdiv(lay.N, BLOCK), B)
+    grid = (lay.n_tiles, B)
     teacher_uncertainty_kernel[grid](
-        teacher_logits, prob, entropy, M, lay.N, lay.D1, lay.D2, teacher_logits.stride(0), *lay.strides[0],
-        C=C, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        teacher_logits, prob, entropy, M, lay.N, *lay.dims, teacher_logits.stride(0), *lay.strides[0],
+        C=C, ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
     return prob, entropy
 
 
@@ -107,24 +107,26 @@ def softmax_accumulate_kernel(
     prob_sum_ptr,  # [B, C, *S] accumulator, any strides, updated in place
     logits_ptr,  # [B, C, *S] one teacher pass, any strides
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     prob_sum_b_stride, prob_sum_c_stride, prob_sum_s0_stride, prob_sum_s1_stride, prob_sum_s2_stride,
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     C: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     b = tl.program_id(1).to(tl.int64)
-    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
-    p_off = b * prob_sum_b_stride + i0 * prob_sum_s0_stride + i1 * prob_sum_s1_stride + i2 * prob_sum_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    l_off = b * logits_b_stride + (i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride)
+    p_off = b * prob_sum_b_stride + (i0 * prob_sum_s0_stride + i1 * prob_sum_s1_stride + i2 * prob_sum_s2_stride)
     s, _lse = softmax_rows(load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, logits_ptr.dtype.element_ty,
                                      ACC), C)
-    acc = load_rows(prob_sum_ptr, prob_sum_c_stride, p_off, vmask, C, prob_sum_ptr.dtype.element_ty, ACC)
-    new = ()
+    # one accumulator row live at a time: loading all C first spilled at C = 8 on sm_90
+    row_ptr = prob_sum_ptr + p_off
     for c in tl.static_range(C):
-        new = new + (acc[c] + s[c],)
-    store_rows(prob_sum_ptr, prob_sum_c_stride, p_off, vmask, new, C)
+        acc = tl.load(row_ptr, mask=vmask, other=0.0).to(ACC)
+        tl.store(row_ptr, (acc + s[c]).to(prob_sum_ptr.dtype.element_ty), mask=vmask)
+        row_ptr += prob_sum_c_stride
 
 
 def softmax_accumulate_(prob_sum: torch.Tensor, logits: torch.Tensor) -> None:
@@ -139,11 +141,10 @@ def softmax_accumulate_(prob_sum: torch.Tensor, logits: torch.Tensor) -> None:
     # the accumulator's dtype decides the arithmetic (fp64 sums stay fp64-accurate)
     ACC, acc_torch = acc_dtype(prob_sum.dtype)
     logits = portable_dtype(logits, acc_torch)
-    lay = voxel_layout([prob_sum, logits], [True, True])
-    BLOCK = voxel_block(C)
-    softmax_accumulate_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        prob_sum, logits, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
-        C=C, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    lay = voxel_layout([prob_sum, logits], [True, True], voxel_block(C))
+    softmax_accumulate_kernel[(lay.n_tiles, B)](
+        prob_sum, logits, lay.N, *lay.dims, *lay.strides[0], *lay.strides[1],
+        C=C, ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
 
 
 @triton.jit
@@ -153,15 +154,16 @@ def prob_entropy_kernel(
     entropy_ptr,  # [B, *S] contiguous (output)
     scale_hi, scale_lo,  # float scale = hi + lo (fp64-exact split)
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     prob_sum_b_stride, prob_sum_c_stride, prob_sum_s0_stride, prob_sum_s1_stride, prob_sum_s2_stride,
     C: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     b = tl.program_id(1).to(tl.int64)
-    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    off = b * prob_sum_b_stride + i0 * prob_sum_s0_stride + i1 * prob_sum_s1_stride + i2 * prob_sum_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    off = b * prob_sum_b_stride + (i0 * prob_sum_s0_stride + i1 * prob_sum_s1_stride + i2 * prob_sum_s2_stride)
     scale = tl.cast(scale_hi, ACC) + tl.cast(scale_lo, ACC)
     rows = load_rows(prob_sum_ptr, prob_sum_c_stride, off, vmask, C, prob_sum_ptr.dtype.element_ty, ACC)
     p = ()
@@ -183,14 +185,13 @@ def prob_entropy(prob_sum: torch.Tensor, scale: float):
     """
     check_device("prob_entropy", prob_sum)
     B, C = prob_sum.shape[:2]
-    lay = voxel_layout([prob_sum], [True])
+    lay = voxel_layout([prob_sum], [True], voxel_block(C))
     ACC, _ = acc_dtype(prob_sum.dtype)
-    BLOCK = voxel_block(C)
     prob = torch.empty(prob_sum.shape, dtype=prob_sum.dtype, device=prob_sum.device)
     entropy = torch.empty((B, *prob_sum.shape[2:]), dtype=prob_sum.dtype, device=prob_sum.device)
-    prob_entropy_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        prob_sum, prob, entropy, *split_float(scale), lay.N, lay.D1, lay.D2, *lay.strides[0],
-        C=C, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    prob_entropy_kernel[(lay.n_tiles, B)](
+        prob_sum, prob, entropy, *split_float(scale), lay.N, *lay.dims, *lay.strides[0],
+        C=C, ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
     return prob, entropy
 
 
@@ -240,7 +241,7 @@ def pint_pixel_loss_kernel(
     out_ptr,  # REDUCE_NONE: [B, *S] contiguous loss; else [B * n_blocks] ACC partial sums
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     teacher_b_stride, teacher_c_stride, teacher_s0_stride, teacher_s1_stride, teacher_s2_stride,
@@ -250,15 +251,16 @@ def pint_pixel_loss_kernel(
     REDUCE_NONE: tl.constexpr,  # per-voxel map instead of partial sums
     CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     pid_v = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    v = pid_v.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
-    t_off = b * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
-    q_off = b * teacher_b_stride + i0 * teacher_s0_stride + i1 * teacher_s1_stride + i2 * teacher_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    l_off = b * logits_b_stride + (i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride)
+    t_off = b * target_b_stride + (i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride)
+    q_off = b * teacher_b_stride + (i0 * teacher_s0_stride + i1 * teacher_s1_stride + i2 * teacher_s2_stride)
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
     t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
@@ -277,7 +279,7 @@ def pint_pixel_loss_kernel(
 def _pixel_setup(logits, target, teacher_prob, extra=()):
     teacher_prob = portable_dtype(teacher_prob, logits.dtype)
     B, C = logits.shape[:2]
-    lay = voxel_layout([logits, target, teacher_prob, *extra], [True, False, True] + [False] * len(extra))
+    lay = voxel_layout([logits, target, teacher_prob, *extra], [True, False, True] + [False] * len(extra), voxel_block(C))
     ACC, acc_torch = acc_dtype(logits.dtype)
     return B, C, lay, ACC, acc_torch, voxel_block(C), teacher_prob
 
@@ -293,7 +295,7 @@ def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
     """
     check_device("pint_pixel_loss", logits)
     B, C, lay, ACC, acc_torch, BLOCK, teacher_prob = _pixel_setup(logits, target, teacher_prob)
-    n_blocks = triton.cdiv(lay.N, BLOCK)
+    n_blocks = lay.n_tiles
     none = reduction == "none"
     if none:
         out = torch.empty((B, *logits.shape[2:]), dtype=logits.dtype, device=logits.device)
@@ -301,9 +303,9 @@ def pint_pixel_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
         out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
     err = error_buffer(logits.device)
     pint_pixel_loss_kernel[(n_blocks, B)](
-        logits, target, teacher_prob, out, err, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
+        logits, target, teacher_prob, out, err, lay.N, *lay.dims, *lay.strides[0], *lay.strides[1],
         *lay.strides[2], C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
-        REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
     if none:
         return out
     return finish_reduction(out, B * lay.N if reduction == "mean" else 1, logits.dtype, ACC)
@@ -318,7 +320,7 @@ def pint_pixel_loss_backward_kernel(
     out_ptr,  # [B, C, *S] contiguous, logits dtype (output)
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     divisor,  # int: B * N for "mean", 1 for "sum" (unused for "none")
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
@@ -327,16 +329,17 @@ def pint_pixel_loss_backward_kernel(
     C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
     REDUCE_NONE: tl.constexpr, CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     b = tl.program_id(1).to(tl.int64)
-    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
-    t_off = b * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
-    q_off = b * teacher_b_stride + i0 * teacher_s0_stride + i1 * teacher_s1_stride + i2 * teacher_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    l_off = b * logits_b_stride + (i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride)
+    t_off = b * target_b_stride + (i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride)
+    q_off = b * teacher_b_stride + (i0 * teacher_s0_stride + i1 * teacher_s1_stride + i2 * teacher_s2_stride)
     if REDUCE_NONE:
-        g_off = b * grad_b_stride + i0 * grad_s0_stride + i1 * grad_s1_stride + i2 * grad_s2_stride
+        g_off = b * grad_b_stride + (i0 * grad_s0_stride + i1 * grad_s1_stride + i2 * grad_s2_stride)
         g = tl.load(grad_ptr + g_off, mask=vmask, other=0.0).to(ACC)
     else:
         g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
@@ -370,11 +373,11 @@ def pint_pixel_loss_backward(grad, logits, target, teacher_prob, hard: bool, nor
     g_strides = lay.strides[3] if none else (0, 0, 0, 0)
     out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     err = error_buffer(logits.device)
-    pint_pixel_loss_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        grad, logits, target, teacher_prob, out, err, lay.N, lay.D1, lay.D2,
+    pint_pixel_loss_backward_kernel[(lay.n_tiles, B)](
+        grad, logits, target, teacher_prob, out, err, lay.N, *lay.dims,
         B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2], *g_strides,
         C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy), REDUCE_NONE=none, CHECK=err is not None,
-        ACC=ACC, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
     return out
 
 
@@ -398,18 +401,20 @@ def pint_pixel_loss_with_grad(logits, target, teacher_prob, hard: bool, normaliz
 def slice_partials_kernel(
     x_ptr,  # [B, *S] per-voxel values (entropy), any strides
     partials_ptr,  # [B, R, n_wblocks] ACC per-slice partial sums (output)
-    R, W, Q,  # slices, voxels per slice, inner merged in-slice size
+    R, W, P, Q, n_qblocks,  # slices, voxels per slice (= P * Q merged in-slice sizes), tiles along Q
     x_b_stride, x_r_stride, x_p_stride, x_q_stride,
     SLICE_INNER: tl.constexpr,  # tile along slices fastest
-    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr,  # in-slice tile: BLOCK_W = BLOCK_P * BLOCK_Q
+    WIDE: tl.constexpr,  # int64 in-item offsets
 ):
     pid_w = tl.program_id(0)
     pid_r = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    r, w, mask = slice_tile(pid_r, pid_w, R, W, SLICE_INNER, BLOCK_R, BLOCK_W)
-    off = b * x_b_stride + r * x_r_stride + (w // Q) * x_p_stride + (w % Q) * x_q_stride
+    r, p, qi, mask = slice_tile(pid_r, pid_w, R, P, Q, n_qblocks, SLICE_INNER, BLOCK_R, BLOCK_P, BLOCK_Q, WIDE)
+    off = b * x_b_stride + (r * x_r_stride + p * x_p_stride + qi * x_q_stride)
     x = tl.load(x_ptr + off, mask=mask, other=0.0).to(ACC)
-    part = sum_per_slice(x, SLICE_INNER, BLOCK_R, BLOCK_W)
+    part = sum_per_slice(x, SLICE_INNER, BLOCK_R, BLOCK_P * BLOCK_Q)
     rows = pid_r.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     tl.store(partials_ptr + (b * R + rows) * tl.num_programs(0) + pid_w, part, mask=rows < R)
 
@@ -444,8 +449,8 @@ def slice_uncertainty(entropy: torch.Tensor, slice_dim: int) -> torch.Tensor:
     ACC, acc_torch = acc_dtype(entropy.dtype)
     partials = torch.empty(lay.B * lay.R * lay.n_wblocks, dtype=acc_torch, device=entropy.device)
     slice_partials_kernel[(lay.n_wblocks, lay.n_rblocks, lay.B)](
-        entropy, partials, lay.R, lay.W, lay.Q, *lay.strides[0], SLICE_INNER=lay.slice_inner,
-        ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
+        entropy, partials, *lay.dims, *lay.strides[0], 
+        ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
     out = torch.empty((lay.B, lay.R), dtype=entropy.dtype, device=entropy.device)
     n_rows = lay.B * lay.R
     slice_mean_kernel[(triton.cdiv(n_rows, _ROWS_BLOCK),)](
@@ -463,23 +468,23 @@ def pint_image_partials_kernel(
     teacher_ptr,  # [B, C, *S]
     partials_ptr,  # [3, B, R, n_wblocks] ACC per-slice partial sums of (u, ce, mse) (output)
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
-    R, W, Q,  # slices, voxels per slice, inner merged in-slice size
+    R, W, P, Q, n_qblocks,  # slices, voxels per slice (= P * Q merged in-slice sizes), tiles along Q
     logits_b_stride, logits_c_stride, logits_r_stride, logits_p_stride, logits_q_stride,
     target_b_stride, target_r_stride, target_p_stride, target_q_stride,
     teacher_b_stride, teacher_c_stride, teacher_r_stride, teacher_p_stride, teacher_q_stride,
     C: tl.constexpr, HARD: tl.constexpr, NORMALIZE: tl.constexpr,
     SLICE_INNER: tl.constexpr, CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
-    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr,  # in-slice tile: BLOCK_W = BLOCK_P * BLOCK_Q
+    WIDE: tl.constexpr,  # int64 in-item offsets
 ):
     pid_w = tl.program_id(0)
     pid_r = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    r, w, mask = slice_tile(pid_r, pid_w, R, W, SLICE_INNER, BLOCK_R, BLOCK_W)
-    p = w // Q
-    qi = w % Q
-    l_off = b * logits_b_stride + r * logits_r_stride + p * logits_p_stride + qi * logits_q_stride
-    t_off = b * target_b_stride + r * target_r_stride + p * target_p_stride + qi * target_q_stride
-    q_off = b * teacher_b_stride + r * teacher_r_stride + p * teacher_p_stride + qi * teacher_q_stride
+    r, p, qi, mask = slice_tile(pid_r, pid_w, R, P, Q, n_qblocks, SLICE_INNER, BLOCK_R, BLOCK_P, BLOCK_Q, WIDE)
+    l_off = b * logits_b_stride + (r * logits_r_stride + p * logits_p_stride + qi * logits_q_stride)
+    t_off = b * target_b_stride + (r * target_r_stride + p * target_p_stride + qi * target_q_stride)
+    q_off = b * teacher_b_stride + (r * teacher_r_stride + p * teacher_p_stride + qi * teacher_q_stride)
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, mask, C, DT, ACC)
     t = class_index(tl.load(target_ptr + t_off, mask=mask, other=0), mask, err_ptr, C, CHECK)
@@ -490,12 +495,12 @@ def pint_image_partials_kernel(
     rmask = rows < R
     plane = tl.num_programs(2).to(tl.int64) * R * tl.num_programs(0)
     base = (b * R + rows) * tl.num_programs(0) + pid_w
-    tl.store(partials_ptr + base, sum_per_slice(tl.where(mask, u, 0.0), SLICE_INNER, BLOCK_R, BLOCK_W),
+    tl.store(partials_ptr + base, sum_per_slice(tl.where(mask, u, 0.0), SLICE_INNER, BLOCK_R, BLOCK_P * BLOCK_Q),
              mask=rmask)
     tl.store(partials_ptr + plane + base,
-             sum_per_slice(tl.where(mask, ce, 0.0), SLICE_INNER, BLOCK_R, BLOCK_W), mask=rmask)
+             sum_per_slice(tl.where(mask, ce, 0.0), SLICE_INNER, BLOCK_R, BLOCK_P * BLOCK_Q), mask=rmask)
     tl.store(partials_ptr + 2 * plane + base,
-             sum_per_slice(tl.where(mask, mse, 0.0), SLICE_INNER, BLOCK_R, BLOCK_W), mask=rmask)
+             sum_per_slice(tl.where(mask, mse, 0.0), SLICE_INNER, BLOCK_R, BLOCK_P * BLOCK_Q), mask=rmask)
 
 
 @triton.jit
@@ -556,9 +561,9 @@ def pint_image_loss(logits, target, teacher_prob, hard: bool, normalize_entropy:
     partials = torch.empty(3 * B * lay.R * lay.n_wblocks, dtype=acc_torch, device=dev)
     err = error_buffer(dev)
     pint_image_partials_kernel[(lay.n_wblocks, lay.n_rblocks, B)](
-        logits, target, teacher_prob, partials, err, lay.R, lay.W, lay.Q, *lay.strides[0], *lay.strides[1],
+        logits, target, teacher_prob, partials, err, *lay.dims, *lay.strides[0], *lay.strides[1],
         *lay.strides[2], C=C, HARD=bool(hard), NORMALIZE=bool(normalize_entropy),
-        SLICE_INNER=lay.slice_inner, CHECK=err is not None, ACC=ACC, BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W,
+        CHECK=err is not None, ACC=ACC, **lay.tile,
         num_warps=NUM_WARPS)
     n_rows = B * lay.R
     n_prog = triton.cdiv(n_rows, _ROWS_BLOCK)
@@ -588,7 +593,7 @@ def pint_image_loss_backward_kernel(
     alpha_ptr,  # [B, R] slice_alpha from the forward
     out_ptr,  # [B, C, *S] contiguous, logits dtype (output; strides below in slice order)
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
-    R, W, Q,  # slices, voxels per slice, inner merged in-slice size
+    R, W, P, Q, n_qblocks,  # slices, voxels per slice (= P * Q merged in-slice sizes), tiles along Q
     divisor,  # int: B * R for "mean", 1 for "sum"
     grad_b_stride, grad_r_stride, alpha_b_stride, alpha_r_stride,
     logits_b_stride, logits_c_stride, logits_r_stride, logits_p_stride, logits_q_stride,
@@ -597,22 +602,22 @@ def pint_image_loss_backward_kernel(
     out_b_stride, out_c_stride, out_r_stride, out_p_stride, out_q_stride,
     C: tl.constexpr, HARD: tl.constexpr, REDUCE_NONE: tl.constexpr,
     SLICE_INNER: tl.constexpr, CHECK: tl.constexpr,  # record bad labels / NaN teacher probs in err_ptr
-    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr,  # in-slice tile: BLOCK_W = BLOCK_P * BLOCK_Q
+    WIDE: tl.constexpr,  # int64 in-item offsets
 ):
     pid_w = tl.program_id(0)
     pid_r = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    r, w, mask = slice_tile(pid_r, pid_w, R, W, SLICE_INNER, BLOCK_R, BLOCK_W)
-    p = w // Q
-    qi = w % Q
-    l_off = b * logits_b_stride + r * logits_r_stride + p * logits_p_stride + qi * logits_q_stride
-    t_off = b * target_b_stride + r * target_r_stride + p * target_p_stride + qi * target_q_stride
-    q_off = b * teacher_b_stride + r * teacher_r_stride + p * teacher_p_stride + qi * teacher_q_stride
-    o_off = b * out_b_stride + r * out_r_stride + p * out_p_stride + qi * out_q_stride
+    r, p, qi, mask = slice_tile(pid_r, pid_w, R, P, Q, n_qblocks, SLICE_INNER, BLOCK_R, BLOCK_P, BLOCK_Q, WIDE)
+    l_off = b * logits_b_stride + (r * logits_r_stride + p * logits_p_stride + qi * logits_q_stride)
+    t_off = b * target_b_stride + (r * target_r_stride + p * target_p_stride + qi * target_q_stride)
+    q_off = b * teacher_b_stride + (r * teacher_r_stride + p * teacher_p_stride + qi * teacher_q_stride)
+    o_off = b * out_b_stride + (r * out_r_stride + p * out_p_stride + qi * out_q_stride)
     if REDUCE_NONE:
         g = tl.load(grad_ptr + b * grad_b_stride + r * grad_r_stride, mask=mask, other=0.0).to(ACC)
     else:
-        g = tl.zeros([BLOCK_R * BLOCK_W], ACC) + tl.load(grad_ptr).to(ACC) / divisor
+        g = tl.zeros([BLOCK_R * BLOCK_P * BLOCK_Q], ACC) + tl.load(grad_ptr).to(ACC) / divisor
     g = g / W
     alpha = tl.load(alpha_ptr + b * alpha_b_stride + r * alpha_r_stride, mask=mask, other=0.0).to(ACC)
     DT: tl.constexpr = logits_ptr.dtype.element_ty
@@ -652,9 +657,8 @@ def pint_image_loss_backward(grad, logits, target, teacher_prob, slice_alpha, ha
     g_strides = (grad.stride(0), grad.stride(1)) if none else (0, 0)
     err = error_buffer(logits.device)
     pint_image_loss_backward_kernel[(lay.n_wblocks, lay.n_rblocks, B)](
-        grad, logits, target, teacher_prob, slice_alpha, out, err, lay.R, lay.W, lay.Q,
+        grad, logits, target, teacher_prob, slice_alpha, out, err, *lay.dims,
         B * lay.R if reduction == "mean" else 1, *g_strides, slice_alpha.stride(0), slice_alpha.stride(1),
         *lay.strides[0], *lay.strides[1], *lay.strides[2], *lay.strides[3],
-        C=C, HARD=bool(hard), REDUCE_NONE=none, SLICE_INNER=lay.slice_inner, CHECK=err is not None, ACC=ACC,
-        BLOCK_R=lay.BLOCK_R, BLOCK_W=lay.BLOCK_W, num_warps=NUM_WARPS)
+        C=C, HARD=bool(hard), REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, **lay.tile, num_warps=NUM_WARPS)
     return out

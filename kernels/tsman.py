@@ -26,7 +26,7 @@ from .class_rows import argmax_rows, class_index, cross_entropy_rows, load_rows,
 from .launch import NUM_WARPS, acc_dtype, check_device, portable_dtype, split_float, voxel_block
 from .reduction import finish_reduction
 from .value_errors import error_buffer
-from .voxel_layout import spatial_index, voxel_layout
+from .voxel_layout import grid_layout, voxel_layout, voxel_tile
 
 __all__ = [
     "loss_attention",
@@ -51,7 +51,7 @@ def disagreement_kernel(
     ce_ptr,  # [B, *S] contiguous ACC: ce_a + ce_b (output, FUSE_CE only)
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     a_b_stride, a_c_stride, a_s0_stride, a_s1_stride, a_s2_stride,
     b_b_stride, b_c_stride, b_s0_stride, b_s1_stride, b_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
@@ -59,19 +59,20 @@ def disagreement_kernel(
     FUSE_CE: tl.constexpr,  # also write ce_a + ce_b
     CHECK: tl.constexpr,  # record bad labels in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     bi = tl.program_id(1).to(tl.int64)
-    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    a_off = bi * a_b_stride + i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride
-    b_off = bi * b_b_stride + i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    a_off = bi * a_b_stride + (i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride)
+    b_off = bi * b_b_stride + (i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride)
     xa = load_rows(a_ptr, a_c_stride, a_off, vmask, C, a_ptr.dtype.element_ty, ACC)
     xb = load_rows(b_ptr, b_c_stride, b_off, vmask, C, b_ptr.dtype.element_ty, ACC)
     d = argmax_rows(xa, C) != argmax_rows(xb, C)
     tl.store(d_ptr + bi * n_voxels + v, d.to(tl.uint8), mask=vmask)
     if FUSE_CE:
-        t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
+        t_off = bi * target_b_stride + (i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride)
         t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
         _sa, ce_a = cross_entropy_rows(xa, t, C)
         _sb, ce_b = cross_entropy_rows(xb, t, C)
@@ -85,18 +86,18 @@ def smooth_axis_kernel(
     dst_ptr,  # [B * N] contiguous map: ACC (not LAST) or attention in logits dtype (LAST)
     ce_ptr,  # [B * N] ACC ce_a + ce_b (LAST and FUSE_CE only)
     loss_ptr,  # REDUCE_NONE: [B * N] loss; else [n_programs] ACC partial sums (LAST and FUSE_CE only)
-    total,  # B * N
-    axis_len, axis_stride,  # size and stride of the smoothed axis in the contiguous map
+    D0, D1, D2, n_t1, n_t2,  # the map as (outer, smoothed axis, inner); tiles along D1, D2
     sigma2_hi, sigma2_lo,  # Gaussian variance = hi + lo
     TAPS: tl.constexpr,  # 2 * (kernel_size // 2) + 1
     LAST: tl.constexpr,  # clamp to [0, 1], cast, and (FUSE_CE) weight the ce
     FUSE_CE: tl.constexpr, REDUCE_NONE: tl.constexpr,
     ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 offsets (the map has >= 2**31 elements)
 ):
     pid = tl.program_id(0)
-    v = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < total
-    a = (v // axis_stride) % axis_len
+    # a = position along the smoothed axis, from the tile: no division per voxel
+    _i0, a, _i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
     sigma2 = tl.cast(sigma2_hi, ACC) + tl.cast(sigma2_lo, ACC)
     acc = tl.zeros([BLOCK], ACC)
     norm = tl.zeros([], ACC)
@@ -105,8 +106,8 @@ def smooth_axis_kernel(
         w = tl.exp(-((j - TAPS // 2) * (j - TAPS // 2)) / (2 * sigma2))
         norm += w
         nb = a + (j - TAPS // 2)
-        ok = vmask & (nb >= 0) & (nb < axis_len)
-        x = tl.load(src_ptr + v + (nb - a) * axis_stride, mask=ok, other=0)
+        ok = vmask & (nb >= 0) & (nb < D1)
+        x = tl.load(src_ptr + v + (j - TAPS // 2) * D2, mask=ok, other=0)
         acc += w * x.to(ACC)
     acc = acc / norm
     if LAST:
@@ -136,42 +137,42 @@ def _attention(logits_a, logits_b, target, sigma2, kernel_size, spatial_dims, sl
     S = list(logits_a.shape[2:])
     fuse = target is not None
     tensors = [logits_a, logits_b] + ([target] if fuse else [])
-    lay = voxel_layout(tensors, [True, True, False][:len(tensors)])
+    lay = voxel_layout(tensors, [True, True, False][:len(tensors)], voxel_block(C))
     t_strides = lay.strides[2] if fuse else (0, 0, 0, 0)
     ACC, acc_torch = acc_dtype(logits_a.dtype)
-    BLOCK = voxel_block(C)
     dev = logits_a.device
     total = B * lay.N
     d = torch.empty(total, dtype=torch.uint8, device=dev)
     ce = torch.empty(total if fuse else 1, dtype=acc_torch, device=dev)
     err = error_buffer(dev) if fuse else None
-    disagreement_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        logits_a, logits_b, target if fuse else d, d, ce, err, lay.N, lay.D1, lay.D2, *lay.strides[0],
-        *lay.strides[1], *t_strides, C=C, FUSE_CE=fuse, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK,
+    disagreement_kernel[(lay.n_tiles, B)](
+        logits_a, logits_b, target if fuse else d, d, ce, err, lay.N, *lay.dims, *lay.strides[0],
+        *lay.strides[1], *t_strides, C=C, FUSE_CE=fuse, CHECK=err is not None, ACC=ACC, **lay.tile,
         num_warps=NUM_WARPS)
 
     taps = 2 * (int(kernel_size) // 2) + 1
     axes = _smoothed_axes(len(S), spatial_dims, slice_dim)
-    # (axis_len, axis_stride) of each 1-D pass over the contiguous map; kernel_size 1 = one copy pass
-    passes = [(S[ax], math.prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes else [(total, 1)]
+    # (outer, axis_len, inner) of each 1-D pass over the contiguous map; kernel_size 1 = one copy pass
+    passes = ([(math.prod(S[:ax]) * B, S[ax], math.prod(S[ax + 1:])) for ax in axes] if taps > 1 and axes
+              else [(total, 1, 1)])
     taps = taps if taps > 1 and axes else 1
+    layouts = [grid_layout(1, dims, [], _MAP_BLOCK, extra_extent=total) for dims in passes]
     attention = torch.empty((B, *S), dtype=logits_a.dtype, device=dev)
-    n_prog = triton.cdiv(total, _MAP_BLOCK)
     none = reduction == "none"
     if not fuse:
         loss = ce
     elif none:
         loss = torch.empty((B, *S), dtype=logits_a.dtype, device=dev)
     else:
-        loss = torch.empty(n_prog, dtype=acc_torch, device=dev)
+        loss = torch.empty(layouts[-1].n_tiles, dtype=acc_torch, device=dev)
     hi, lo = split_float(sigma2)
     src = d
-    for k, (axis_len, axis_stride) in enumerate(passes):
-        last = k == len(passes) - 1
+    for k, grid in enumerate(layouts):
+        last = k == len(layouts) - 1
         dst = attention if last else torch.empty(total, dtype=acc_torch, device=dev)
-        smooth_axis_kernel[(n_prog,)](
-            src, dst, ce, loss, total, axis_len, axis_stride, hi, lo, TAPS=taps, LAST=last,
-            FUSE_CE=fuse, REDUCE_NONE=none, ACC=ACC, BLOCK=_MAP_BLOCK, num_warps=4)
+        smooth_axis_kernel[(grid.n_tiles,)](
+            src, dst, ce, loss, *grid.dims, hi, lo, TAPS=taps, LAST=last,
+            FUSE_CE=fuse, REDUCE_NONE=none, ACC=ACC, **grid.tile, num_warps=4)
         src = dst
     if not fuse:
         return attention, None
@@ -227,21 +228,22 @@ def attended_ce_kernel(
     out_ptr,  # REDUCE_NONE: [B, *S] contiguous loss; else [B * n_blocks] ACC partial sums
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     logits_b_stride, logits_c_stride, logits_s0_stride, logits_s1_stride, logits_s2_stride,
     target_b_stride, target_s0_stride, target_s1_stride, target_s2_stride,
     att_b_stride, att_s0_stride, att_s1_stride, att_s2_stride,
     C: tl.constexpr, REDUCE_NONE: tl.constexpr, CHECK: tl.constexpr,  # record bad labels in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     pid_v = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    v = pid_v.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    l_off = b * logits_b_stride + i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride
-    t_off = b * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
-    w_off = b * att_b_stride + i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    l_off = b * logits_b_stride + (i0 * logits_s0_stride + i1 * logits_s1_stride + i2 * logits_s2_stride)
+    t_off = b * target_b_stride + (i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride)
+    w_off = b * att_b_stride + (i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride)
     DT: tl.constexpr = logits_ptr.dtype.element_ty
     x = load_rows(logits_ptr, logits_c_stride, l_off, vmask, C, DT, ACC)
     t = class_index(tl.load(target_ptr + t_off, mask=vmask, other=0), vmask, err_ptr, C, CHECK)
@@ -265,10 +267,9 @@ def attended_cross_entropy(logits, target, attention, reduction: str):
     check_device("attended_cross_entropy", logits)
     attention = portable_dtype(attention, logits.dtype)
     B, C = logits.shape[:2]
-    lay = voxel_layout([logits, target, attention], [True, False, False])
+    lay = voxel_layout([logits, target, attention], [True, False, False], voxel_block(C))
     ACC, acc_torch = acc_dtype(logits.dtype)
-    BLOCK = voxel_block(C)
-    n_blocks = triton.cdiv(lay.N, BLOCK)
+    n_blocks = lay.n_tiles
     none = reduction == "none"
     if none:
         out = torch.empty((B, *logits.shape[2:]), dtype=logits.dtype, device=logits.device)
@@ -276,8 +277,8 @@ def attended_cross_entropy(logits, target, attention, reduction: str):
         out = torch.empty(B * n_blocks, dtype=acc_torch, device=logits.device)
     err = error_buffer(logits.device)
     attended_ce_kernel[(n_blocks, B)](
-        logits, target, attention, out, err, lay.N, lay.D1, lay.D2, *lay.strides[0], *lay.strides[1],
-        *lay.strides[2], C=C, REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK,
+        logits, target, attention, out, err, lay.N, *lay.dims, *lay.strides[0], *lay.strides[1],
+        *lay.strides[2], C=C, REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, **lay.tile,
         num_warps=NUM_WARPS)
     if none:
         return out
@@ -304,7 +305,7 @@ def attended_ce_backward_kernel(
     out_b_ptr,  # [B, C, *S] contiguous gradient w.r.t. b (output, TWO only)
     err_ptr,  # [2] int64 error buffer (value_errors.py), CHECK only
     n_voxels,  # N = prod(S)
-    D1, D2,  # inner merged spatial sizes
+    D0, D1, D2, n_t1, n_t2,  # merged spatial sizes; tiles along D1 and D2 (voxel_layout.py)
     divisor,  # int: B * N for "mean", 1 for "sum"
     a_b_stride, a_c_stride, a_s0_stride, a_s1_stride, a_s2_stride,
     b_b_stride, b_c_stride, b_s0_stride, b_s1_stride, b_s2_stride,
@@ -315,16 +316,17 @@ def attended_ce_backward_kernel(
     TWO: tl.constexpr,  # both streams (tsman_loss_backward) in the same pass
     REDUCE_NONE: tl.constexpr, CHECK: tl.constexpr,  # record bad labels in err_ptr
     ACC: tl.constexpr, BLOCK: tl.constexpr,
+    T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,  # the tile: BLOCK = T0 * T1 * T2
+    WIDE: tl.constexpr,  # int64 in-item offsets (an item spans >= 2**31 elements)
+   
 ):
     bi = tl.program_id(1).to(tl.int64)
-    v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    vmask = v < n_voxels
-    i0, i1, i2 = spatial_index(v, D1, D2)
-    a_off = bi * a_b_stride + i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride
-    t_off = bi * target_b_stride + i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride
-    w_off = bi * att_b_stride + i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride
+    i0, i1, i2, v, vmask = voxel_tile(D0, D1, D2, n_t1, n_t2, T0, T1, T2, WIDE)
+    a_off = bi * a_b_stride + (i0 * a_s0_stride + i1 * a_s1_stride + i2 * a_s2_stride)
+    t_off = bi * target_b_stride + (i0 * target_s0_stride + i1 * target_s1_stride + i2 * target_s2_stride)
+    w_off = bi * att_b_stride + (i0 * att_s0_stride + i1 * att_s1_stride + i2 * att_s2_stride)
     if REDUCE_NONE:
-        g_off = bi * grad_b_stride + i0 * grad_s0_stride + i1 * grad_s1_stride + i2 * grad_s2_stride
+        g_off = bi * grad_b_stride + (i0 * grad_s0_stride + i1 * grad_s1_stride + i2 * grad_s2_stride)
         g = tl.load(grad_ptr + g_off, mask=vmask, other=0.0).to(ACC)
     else:
         g = tl.zeros([BLOCK], ACC) + tl.load(grad_ptr).to(ACC) / divisor
@@ -335,7 +337,7 @@ def attended_ce_backward_kernel(
     sa, _lse_a = softmax_rows(load_rows(a_ptr, a_c_stride, a_off, vmask, C, a_ptr.dtype.element_ty, ACC), C)
     store_rows(out_a_ptr, n_voxels, out_off, vmask, ce_grad_rows(coef, sa, t, C), C)
     if TWO:
-        b_off = bi * b_b_stride + i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride
+        b_off = bi * b_b_stride + (i0 * b_s0_stride + i1 * b_s1_stride + i2 * b_s2_stride)
         sb, _lse_b = softmax_rows(load_rows(b_ptr, b_c_stride, b_off, vmask, C, b_ptr.dtype.element_ty, ACC), C)
         store_rows(out_b_ptr, n_voxels, out_off, vmask, ce_grad_rows(coef, sb, t, C), C)
 
@@ -347,17 +349,16 @@ def _attended_backward(grad, logits_a, logits_b, target, attention, reduction):
     grad = portable_dtype(grad, acc_dtype(logits_a.dtype)[1])
     B, C = logits_a.shape[:2]
     tensors = [logits_a, logits_b if two else logits_a, target, attention] + ([grad] if none else [])
-    lay = voxel_layout(tensors, [True, True, False, False, False][:len(tensors)])
+    lay = voxel_layout(tensors, [True, True, False, False, False][:len(tensors)], voxel_block(C))
     g_strides = lay.strides[4] if none else (0, 0, 0, 0)
     ACC, _ = acc_dtype(logits_a.dtype)
-    BLOCK = voxel_block(C)
     grad_a = torch.empty(logits_a.shape, dtype=logits_a.dtype, device=logits_a.device)
     grad_b = torch.empty(logits_b.shape, dtype=logits_b.dtype, device=logits_b.device) if two else grad_a
     err = error_buffer(logits_a.device)
-    attended_ce_backward_kernel[(triton.cdiv(lay.N, BLOCK), B)](
-        grad, logits_a, logits_b if two else logits_a, target, attention, grad_a, grad_b, err, lay.N, lay.D1, lay.D2,
+    attended_ce_backward_kernel[(lay.n_tiles, B)](
+        grad, logits_a, logits_b if two else logits_a, target, attention, grad_a, grad_b, err, lay.N, *lay.dims,
         B * lay.N if reduction == "mean" else 1, *lay.strides[0], *lay.strides[1], *lay.strides[2],
-        *lay.strides[3], *g_strides, C=C, TWO=two, REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, BLOCK=BLOCK,
+        *lay.strides[3], *g_strides, C=C, TWO=two, REDUCE_NONE=none, CHECK=err is not None, ACC=ACC, **lay.tile,
         num_warps=NUM_WARPS)
     return grad_a, grad_b
 

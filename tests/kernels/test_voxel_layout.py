@@ -36,9 +36,31 @@ def test_voxel_layout_of_channels_last_logits():
 
     logits = torch.empty(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d)
     target = torch.empty(2, 4, 5, 6, dtype=torch.long)
-    lay = voxel_layout([logits, target], [True, False])
-    assert (lay.B, lay.N, lay.D1, lay.D2) == (2, 120, 1, 1)
+    lay = voxel_layout([logits, target], [True, False], 1024)
+    assert (lay.B, lay.N, lay.D0, lay.D1, lay.D2) == (2, 120, 120, 1, 1)
     assert lay.strides[0] == (360, 1, 3, 1, 1) and lay.strides[1] == (120, 1, 1, 1)
+    # one axis: BLOCK consecutive voxels per program, as before the tiling
+    assert (lay.T0, lay.T1, lay.T2, lay.n_tiles, lay.wide) == (128, 1, 1, 1, False)
+
+
+def test_tile_shape_pads_the_inner_axes_least():
+    from pyseg_noise.kernels.voxel_layout import fit_pow2, tile_shape, voxel_layout
+
+    # the largest edge whose tiles are >= 80 % used: 80 -> 32 (83 %), 48 -> 16 (100 %)
+    assert fit_pow2(80, 1024) == 32 and fit_pow2(32, 1024) == 32 and fit_pow2(48, 1024) == 16
+    assert fit_pow2(1, 1024) == 1 and fit_pow2(100, 8) == 8 and fit_pow2(5, 64) == 2
+    assert tile_shape(2304, 32, 1, 1024) == (32, 32, 1)
+    assert tile_shape(3, 5, 80, 1024) == (4, 2, 32)  # T0 stops at next_pow2(D0)
+    # a crop of a volume: no axes merge, tiles of 3 axes, int32 offsets
+    big = torch.empty(2, 3, 50, 60, 81)
+    x = big[:, :, 1:49, 2:50, 1::2]
+    lay = voxel_layout([x, torch.empty(2, 48, 48, 40, dtype=torch.long)], [True, False], 512)
+    assert (lay.D0, lay.D1, lay.D2) == (48, 48, 40)
+    assert lay.block <= 512 and lay.T2 == 16 and not lay.wide
+    assert lay.n_tiles == -(-48 // lay.T0) * -(-48 // lay.T1) * 3
+    # an item spanning >= 2**31 elements needs int64 offsets
+    huge = torch.empty_strided((1, 2, 3, 4), (0, 0, 2**30, 1), device="meta")
+    assert voxel_layout([huge], [True], 1024).wide
 
 
 def test_slice_layout_tiles_along_the_innermost_slice_axis():
@@ -48,6 +70,7 @@ def test_slice_layout_tiles_along_the_innermost_slice_axis():
     lay = slice_layout([logits], [True], -1, 1024)
     assert lay.slice_inner and (lay.R, lay.W, lay.Q) == (80, 120, 1)
     assert (lay.BLOCK_R, lay.BLOCK_W, lay.n_rblocks, lay.n_wblocks) == (32, 32, 3, 4)
+    assert (lay.P, lay.BLOCK_P, lay.BLOCK_Q) == (120, 32, 1)
     assert lay.strides[0] == (19200, 9600, 1, 80, 1)
     lay = slice_layout([logits], [True], 0, 1024)
     assert not lay.slice_inner and (lay.R, lay.W, lay.Q) == (10, 960, 1)
