@@ -44,6 +44,12 @@ SHAPES = [
 ]
 
 
+#: the matrix's shape parameters. The fast tier runs four shapes (2D with C=2; 3D with C=3, 6
+#: and 8; each slice_dim and both smoothing modes come up among them), every op x backend x
+#: dtype x layout on each; the other three (the largest among them) are in the slow tier.
+SHAPE_IDS = [pytest.param(i, marks=pytest.mark.slow) if i in (1, 4, 5) else i for i in range(len(SHAPES))]
+
+
 def device_for(backend):
     if backend == "triton" and torch.cuda.is_available():
         return torch.device("cuda")

@@ -11,8 +11,8 @@ import torch
 
 from pyseg_noise import ops
 from pyseg_noise.ops import reference
-from tests.ops.op_cases import (BACKENDS, DTYPES, KERNEL_BACKENDS, SHAPES, assert_close, device_for, layout,
-                                skip_unsupported)
+from tests.ops.op_cases import (BACKENDS, DTYPES, KERNEL_BACKENDS, SHAPE_IDS, SHAPES, assert_close, device_for,
+                                layout, skip_unsupported)
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -31,7 +31,7 @@ def make_inputs(shape, dtype, device, seed, M=None):
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_teacher_uncertainty(backend, dtype, shape_id, contiguous):
@@ -57,7 +57,7 @@ def test_teacher_uncertainty(backend, dtype, shape_id, contiguous):
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_pint_pixel_loss(backend, dtype, shape_id, contiguous):
@@ -86,7 +86,7 @@ def test_pint_pixel_loss(backend, dtype, shape_id, contiguous):
         assert_close(x.grad, xr.grad, dtype, f"grad ({reduction})")
 
 
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_slice_uncertainty(backend, dtype, shape_id):
@@ -104,7 +104,7 @@ def test_slice_uncertainty(backend, dtype, shape_id):
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_pint_image_loss(backend, dtype, shape_id, contiguous):

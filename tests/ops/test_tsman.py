@@ -9,8 +9,8 @@ import torch
 
 from pyseg_noise import ops
 from pyseg_noise.ops import reference
-from tests.ops.op_cases import (BACKENDS, DTYPES, KERNEL_BACKENDS, SHAPES, assert_close, device_for, layout,
-                                skip_unsupported)
+from tests.ops.op_cases import (BACKENDS, DTYPES, KERNEL_BACKENDS, SHAPE_IDS, SHAPES, assert_close, device_for,
+                                layout, skip_unsupported)
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -60,7 +60,7 @@ def relative(actual, expected):
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_loss_attention(backend, dtype, shape_id, contiguous):
@@ -79,7 +79,7 @@ def test_loss_attention(backend, dtype, shape_id, contiguous):
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_attended_cross_entropy(backend, dtype, shape_id, contiguous):
@@ -107,7 +107,7 @@ def test_attended_cross_entropy(backend, dtype, shape_id, contiguous):
 
 
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
-@pytest.mark.parametrize("shape_id", range(len(SHAPES)))
+@pytest.mark.parametrize("shape_id", SHAPE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_tsman_loss(backend, dtype, shape_id, contiguous):
