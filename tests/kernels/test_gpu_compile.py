@@ -77,7 +77,8 @@ def test_kernels_compile_for_sm80_and_sm90_without_spills_or_div64():
     rows = _compile("fast")
     assert {(r["arch"], r["layout"], r["dtype"], r["C"]) for r in rows} >= {
         (90, "contiguous", "float32", 2), (90, "strided", "bfloat16", 3), (90, "channels_last", "float32", 8),
-        (80, "contiguous", "bfloat16", 8), (80, "strided", "float32", 2), (80, "channels_last", "bfloat16", 3)}
+        (80, "contiguous", "bfloat16", 8), (80, "strided", "float32", 2), (80, "channels_last", "bfloat16", 3),
+        (90, "strided-wide", "float32", 3)}
     check_rows(rows)
 
 
@@ -88,7 +89,7 @@ def test_kernels_compile_for_sm80_and_sm90_without_spills_or_div64():
 def test_full_compile_matrix():
     """sm_80, sm_90 x contiguous, strided, channels_last x fp32, bf16 x C = 2, 3, 8 (+ fp16, fp64)."""
     rows = _compile("all")
-    assert len({(r["arch"], r["layout"], r["dtype"], r["C"]) for r in rows}) == 2 * 3 * 2 * 3 + 2
+    assert len({(r["arch"], r["layout"], r["dtype"], r["C"]) for r in rows}) == 2 * 3 * 2 * 3 + 2 + 1
     check_rows(rows)
 
 

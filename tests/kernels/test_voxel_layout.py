@@ -77,3 +77,32 @@ def test_slice_layout_tiles_along_the_innermost_slice_axis():
     assert (lay.BLOCK_R, lay.BLOCK_W) == (1, 1024)
     lay = slice_layout([torch.empty(3, 2, 7, 9)], [True], -1, 1024)  # 2D: one slice per item
     assert not lay.slice_inner and (lay.R, lay.W) == (1, 63) and (lay.BLOCK_R, lay.BLOCK_W) == (1, 64)
+
+
+@requires_kernels
+def test_int64_offsets_give_the_int32_results(monkeypatch):
+    """The WIDE path (int64 in-item offsets, for items of >= 2**31 elements) computes the same numbers:
+    forced here on a crop-like strided case of every tiled kernel family."""
+    import pyseg_noise.kernels as K
+    from pyseg_noise.kernels import voxel_layout as VL
+    from tests.kernels.cases import Case, make_logits, make_prob, make_target
+
+    case = Case((2, 3, 7, 6, 5), torch.float32, "sliced", 0)
+    x, y, t, q = make_logits(case, 1), make_logits(case, 2), make_target(case, 3), make_prob(case, 4)
+    g = torch.ones(t.shape, dtype=x.dtype, device=x.device)
+
+    def run():
+        out = [K.IMPLS["pint_pixel_loss"](x, t, q, False, False, "none"),
+               K.IMPLS["pint_pixel_loss_backward"](g, x, t, q, True, False, "none"),
+               *K.IMPLS["pint_image_loss"](x, t, q, False, False, 0, "none"),
+               K.IMPLS["slice_uncertainty"](q[:, 0], 0),
+               *K.IMPLS["tsman_loss"](x, y, t, 0.5, 3, 3, -1, "none"),
+               K.IMPLS["loss_attention"](x, y, 0.5, 3, 2, 0)]
+        return out
+
+    narrow = run()
+    assert not VL.voxel_layout([x, t], [True, False], 512).wide
+    monkeypatch.setattr(VL, "_INT32_LIMIT", 1)
+    assert VL.voxel_layout([x, t], [True, False], 512).wide
+    for a, b in zip(narrow, run()):
+        assert torch.equal(a, b)
