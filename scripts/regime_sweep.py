@@ -10,6 +10,8 @@ Usage (from the repository root; ~15 min on the 2-core development machine)::
 
     python scripts/regime_sweep.py --out results/regime_sweep
     python scripts/regime_sweep.py --budgets nf4_it450 nf8_it900 --seed 1
+    python scripts/regime_sweep.py --budgets nf8_it600 --shape 100 70 44 --n-train 24 --n-test 12 \
+        --out results/regime_la_sized      # LA-sized volumes: does the clean V-Net stay in regime?
 
 Runs already finished in ``--out`` are reused.
 """
@@ -40,12 +42,17 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-rate", type=float, default=0.5)
+    p.add_argument("--shape", type=int, nargs=3, default=None, help="synthetic volume size (default: the cpu scale's "
+                   "64 48 48; LA's half-resolution volumes are about 100 70 44)")
+    p.add_argument("--n-train", type=int, default=None, help="synthetic training volumes (default: the scale's 16)")
+    p.add_argument("--n-test", type=int, default=None, help="synthetic test volumes (default: the scale's 16)")
     args = p.parse_args(argv)
     out = Path(args.out)
     scale = SCALES["cpu"]
     settings = ReproduceSettings(out=str(out), scale="cpu", seed=args.seed, progress=False)
-    data = prepare_data(settings, scale.shape, scale.n_train, scale.n_test, out, print)
-    radius = structure_radius_range(scale.shape, data.foreground_fraction)
+    shape = tuple(args.shape or scale.shape)
+    data = prepare_data(settings, shape, args.n_train or scale.n_train, args.n_test or scale.n_test, out, print)
+    radius = structure_radius_range(shape, data.foreground_fraction)
     label_dir = out / "labels" / f"noise{round(100 * args.noise_rate)}_seed{args.seed}"
     write_noisy_labels(data.root, label_dir, args.noise_rate, args.seed, radius_range=radius)
     rows = []
