@@ -5,7 +5,8 @@ Subcommands, in the order of a study::
     pyseg-noise synth OUT                       make the synthetic LA-like dataset
     pyseg-noise corrupt ROOT --fraction 0.5     simulate noisy training labels (PINT §3.2)
     pyseg-noise train METHOD --data ROOT --out RUN [--noisy-labels noisy]
-    pyseg-noise distill NAME ...                pseudo labels from trained models (registered distillers)
+    pyseg-noise distill {md,dd,hd} --runs RUN... --data ROOT    pseudo labels (TSMAN Eq. 8-10)
+    pyseg-noise self-train --data ROOT --out DIR                TSMAN's self-training pipeline
     pyseg-noise predict RUN --input DIR --out PRED
     pyseg-noise evaluate PRED REF               Dice, Jaccard, ASD, HD95 table
     pyseg-noise bench ...                       the op benchmarks
@@ -129,19 +130,81 @@ def _cmd_train(args) -> int:
 
 
 # ----------------------------------------------------------------------------- distill
-def _cmd_distill(args) -> int:
+#: ``pyseg-noise distill NAME``: one line of help per distillation (TSMAN Eq. 8-10)
+_DISTILLATIONS = {
+    "md": "model distillation (TSMAN Eq. 8): majority vote of several trained runs",
+    "dd": "data distillation (TSMAN Eq. 9): one run, majority vote over 12 rotations/flips",
+    "hd": "hierarchical distillation (TSMAN Eq. 10): majority vote of the runs' data distillations",
+}
+
+
+def _flip_axis(name: str) -> Optional[int]:
     from pyseg_noise.training.config import ConfigError
-    from pyseg_noise.training.registry import distiller_names
 
-    if not getattr(args, "distiller", None):
-        names = distiller_names()
-        if not names:
-            raise ConfigError("no distiller is registered yet (TSMAN's hierarchical distillation registers "
-                              "itself with pyseg_noise.training.register_distiller when it is installed)")
-        raise ConfigError(f"name a distiller: {', '.join(names)}")
-    from pyseg_noise.training.registry import get_distiller
+    table = {"none": None, "x": 0, "y": 1, "z": 2}
+    if name.lower() not in table:
+        raise ConfigError(f"--flips takes none, x, y or z, got {name!r}")
+    return table[name.lower()]
 
-    return int(get_distiller(args.distiller).run(args) or 0)
+
+def _add_distill_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN",
+                   help="run folders (or checkpoint files) of the trained base models (dd uses the first)")
+    p.add_argument("--data", required=True, help="dataset folder (LA h5 or NIfTI layout)")
+    p.add_argument("--cases", nargs="+", default=None, help="cases to label (default: every training case)")
+    p.add_argument("--cases-file", default=None, help="a file with one case name per line")
+    p.add_argument("--out", default=None,
+                   help="write <case>.h5/.nii.gz files into this folder (use as data.label_overrides); "
+                        "without it the labels go into the dataset as label_<suffix> / labelsTr_<suffix>")
+    p.add_argument("--suffix", default="pseudo", help="name suffix inside the dataset (default: pseudo)")
+    p.add_argument("--patch", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
+                   help="sliding-window patch (default: the first run's data.crop_size)")
+    p.add_argument("--stride", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
+                   help="sliding-window stride (default: the first run's val_stride)")
+    p.add_argument("--flips", nargs="+", default=["none", "x", "y"],
+                   help="flips combined with the 4 in-plane rotations (default: none x y)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+
+
+def _cmd_distill(args) -> int:
+    from pyseg_noise.data import read_case_list, training_case_names, write_pseudo_labels
+    from pyseg_noise.training import load_trained
+    from pyseg_noise.training.config import ConfigError
+    from pyseg_noise.training.distill import data_distillation_transforms, distill_dataset
+
+    if not args.distillation:
+        raise ConfigError(f"name a distillation: {', '.join(_DISTILLATIONS)}")
+    models = [load_trained(r, args.device) for r in args.runs]
+    cfg = models[0].config
+    if args.cases_file:
+        cases = read_case_list(args.cases_file)
+    else:
+        cases = list(args.cases) if args.cases else training_case_names(args.data)
+    transforms = data_distillation_transforms([_flip_axis(f) for f in args.flips])
+    labels = distill_dataset(models, args.data, cases, method=args.distillation, transforms=transforms,
+                             patch_size=tuple(args.patch or cfg.data.crop_size),
+                             stride=tuple(args.stride or cfg.val_stride), batch_size=args.batch_size,
+                             progress=True)
+    info = write_pseudo_labels(args.data, labels, out_dir=args.out, suffix=args.suffix)
+    print(f"{len(labels)} pseudo labels ({args.distillation}, {len(models)} model(s) x {len(transforms)} "
+          f"transform(s)) -> {info['target']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- self-train
+def _cmd_self_train(args) -> int:
+    import numpy as np
+    import yaml
+
+    from pyseg_noise.training.self_training import load_self_training, run_self_training
+
+    config, settings = load_self_training(args.config, args.set or [], data=args.data)
+    result = run_self_training(config, args.out, settings)
+    dice = list(result.pseudo_dice.values())
+    print(yaml.safe_dump({"pseudo_dice_mean": float(np.mean(dice)) if dice else None,
+                          "final": result.final.summary}, sort_keys=False))
+    return 0
 
 
 # ----------------------------------------------------------------------------- predict
@@ -198,6 +261,7 @@ def _cmd_reproduce(args) -> int:
         repeats=args.repeats, seed=args.seed, device=args.device,
         radius_range=tuple(args.radius_range) if args.radius_range else None, overrides=list(args.set or []),
         overwrite=args.overwrite, progress=_progress(args), num_workers=args.num_workers,
+        jobs=args.jobs,
         labelled_fractions=args.labelled_fractions, ablation_fraction=args.ablation_fraction,
     )
     REPRODUCTIONS[args.paper](settings)
@@ -303,20 +367,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("distill", help="pseudo labels from trained models (registered distillers)",
+    p = sub.add_parser("distill", help="pseudo labels from trained runs (TSMAN Eq. 8-10)",
                        formatter_class=_Formatter,
-                       description="Run a registered distiller (e.g. TSMAN's hierarchical distillation).")
-    dsub = p.add_subparsers(dest="distiller", metavar="NAME")
-    try:
-        from pyseg_noise.training.registry import _DISTILLERS, distiller_names
-
-        for name in distiller_names():
-            d = _DISTILLERS[name]
-            dp = dsub.add_parser(name, help=d.help, description=d.help, formatter_class=_Formatter)
-            d.add_arguments(dp)
-    except Exception:  # a broken plug-in must not break the other subcommands
-        pass
+                       description="Label training cases with trained runs by model, data or hierarchical "
+                                   "distillation, written in the dataset's layout or into a folder.")
+    dsub = p.add_subparsers(dest="distillation", metavar="NAME")
+    for name, text in _DISTILLATIONS.items():
+        _add_distill_arguments(dsub.add_parser(name, help=text, description=text, formatter_class=_Formatter))
     p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("self-train", help="TSMAN self-training: base models, distillation, retraining",
+                       formatter_class=_Formatter,
+                       description="TSMAN self-training: base models on the labelled share of the training cases,\n"
+                                   "pseudo labels for the rest, the final method retrained on both.\n"
+                                   "The YAML may hold a self_training section (labelled_fraction, base_iterations,\n"
+                                   "distillation, ...); the rest is the final run's config. Run again to resume.")
+    p.add_argument("--config", default=None, help="YAML file (run config + optional self_training: section)")
+    p.add_argument("--data", default=None, help="dataset folder (data.root)")
+    p.add_argument("--out", required=True, help="pipeline folder")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                   help="overrides, e.g. iterations=35000 self_training.labelled_fraction=0.3")
+    p.set_defaults(func=_cmd_self_train)
 
     p = sub.add_parser("predict", help="segment a folder of volumes with a trained run", formatter_class=_Formatter,
                        description="Sliding-window segmentation (the training crop, LA convention) of every volume "
@@ -373,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-fraction", type=float, metavar="XI",
                    help="tsman: the share of manual labels of Table 2's retraining (default 0.5)")
     p.add_argument("--repeats", type=int, help="repetitions (default: the scale's; pint paper 3)")
+    p.add_argument("--jobs", type=_positive_int, default=None, help="pint: trainings at once, in worker processes "
+                   "of cores/JOBS torch threads each (default 1: one after the other)")
     p.add_argument("--seed", type=int, default=0, help="base seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--radius-range", type=int, nargs=2, metavar=("LOW", "HIGH"),

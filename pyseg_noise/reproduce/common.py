@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 import yaml
 
 from pyseg_noise.data import detect_layout, generate_synthetic_dataset, open_dataset
@@ -57,6 +59,8 @@ class ReproduceSettings:
         labelled_fractions: TSMAN only — the ``xi`` values of Table 1 (share of training
             cases with manual labels).
         ablation_fraction: TSMAN only — the ``xi`` of Table 2's retraining.
+        jobs: PINT only — trainings run at once in worker processes, each with
+            ``cores // jobs`` torch threads (None or 1: one after the other in this process).
     """
 
     out: Optional[str] = None
@@ -74,6 +78,7 @@ class ReproduceSettings:
     radius_range: Optional[Tuple[int, int]] = None
     labelled_fractions: Optional[List[float]] = None
     ablation_fraction: Optional[float] = None
+    jobs: Optional[int] = None
 
 
 #: the settings that belong to one paper: field -> (paper, command-line option)
@@ -83,6 +88,7 @@ PAPER_ONLY = {
     "radius_range": ("pint", "--radius-range"),
     "labelled_fractions": ("tsman", "--labelled-fractions"),
     "ablation_fraction": ("tsman", "--ablation-fraction"),
+    "jobs": ("pint", "--jobs"),
 }
 
 
@@ -218,6 +224,38 @@ def run_config(settings: ReproduceSettings, budget: Mapping[str, Any], method: s
         if items:
             values = merge_dicts(values, parse_overrides(list(items)))
     return config_from_dict(values)
+
+
+def _train_in_worker(config, run_dir: Path, overwrite: bool, threads: int) -> float:
+    torch.set_num_threads(threads)
+    return train_run(config, run_dir, overwrite)[1]
+
+
+def train_runs_in_parallel(runs: Sequence[Tuple[Any, Path]], overwrite: bool, jobs: int,
+                           say: Callable[[str], None]) -> Dict[str, float]:
+    """Train ``runs`` (``(config, run_dir)`` pairs, each independent of the others) in ``jobs``
+    worker processes of ``cores // jobs`` torch threads each; returns ``{run_dir: seconds}`` of the
+    runs trained (finished runs are skipped). A failing run raises its error here, after the
+    runs already started have ended.
+    """
+    import concurrent.futures as futures
+    import multiprocessing
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    seconds: Dict[str, float] = {}
+    todo = [(c, d) for c, d in runs if not (d / "eval" / "summary.json").is_file()]
+    if not todo:
+        return seconds
+    say(f"training {len(todo)} runs in {jobs} worker processes ({threads} torch thread(s) each)")
+    with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(_train_in_worker, dataclasses.replace(c, progress=False), d, overwrite, threads): d
+                   for c, d in todo}
+        for done in futures.as_completed(pending):
+            run_dir = pending[done]
+            seconds[str(run_dir)] = done.result()
+            say(f"    finished {run_dir} [{seconds[str(run_dir)]:.0f} s]")
+    return seconds
 
 
 def train_run(config, run_dir: Path, overwrite: bool, *, validate: bool = True) -> Tuple[Optional[dict], float, bool]:

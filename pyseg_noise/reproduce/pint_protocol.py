@@ -43,7 +43,7 @@ from pyseg_noise.training.registry import method_names
 from pyseg_noise.training.trainer import resolve_device
 
 from .common import (ReproduceReport, ReproduceSettings, check_seed_and_repeats, prepare_data, reject_foreign,
-                     run_config, split_overrides, train_run)
+                     run_config, split_overrides, train_run, train_runs_in_parallel)
 from .diagnostics import diagnostics_table, noise_diagnostic, summary_line
 from .noisy_labels import PAPER_RADIUS_RANGE, structure_radius_range, write_noisy_labels
 from .paper_tables import PINT_TABLE1
@@ -92,6 +92,8 @@ def _check_settings(s: ReproduceSettings) -> Tuple[Scale, List[str], List[float]
         if not 0.0 < r <= 1.0:
             raise ConfigError(f"--noise-rates must lie in (0, 1], got {r}")
     repeats = check_seed_and_repeats(s, scale.repeats)
+    if s.jobs is not None and (isinstance(s.jobs, bool) or not isinstance(s.jobs, int) or s.jobs < 1):
+        raise ConfigError(f"--jobs must be a positive integer, got {s.jobs!r}")
     if s.radius_range is not None and not (0 <= s.radius_range[0] <= s.radius_range[1]):
         raise ConfigError(f"--radius-range must be two integers 0 <= low <= high, got {list(s.radius_range)}")
     return scale, methods, rates, repeats
@@ -234,24 +236,39 @@ def reproduce_pint(settings: ReproduceSettings, *, print_fn: Callable[[str], Non
 
     records: List[RunRecord] = []
     diagnostics: List[dict] = []  # does PINT's teacher locate the noise? (one per PINT run)
-    for r in range(repeats):
+
+    def repeat_jobs(r: int, announce: bool) -> List[Tuple[str, str, float, Optional[Path], Path, object]]:
+        """Repeat ``r``'s runs: (method, labels, rate, label folder, run folder, config); writes its noisy labels."""
         seed = settings.seed + r
-        jobs: List[Tuple[str, str, float, Optional[Path]]] = [("vnet", "clean", 0.0, None)]
+        plan: List[Tuple[str, str, float, Optional[Path]]] = [("vnet", "clean", 0.0, None)]
         for rate in rates:
             label_dir = out / "labels" / f"noise{round(100 * rate)}_seed{seed}"
             manifest = write_noisy_labels(data_root, label_dir, rate, seed, radius_range=radius)
-            say(f"[repeat {r}] noisy labels {100 * rate:.0f}%: {manifest['num_noisy']} of "
-                f"{len(manifest['records'])} training cases corrupted -> {label_dir}")
-            jobs += [(m, "noisy", rate, label_dir) for m in rows_run]
-        clean_summary = None
-        for method, labels, rate, label_dir in jobs:
+            if announce:
+                say(f"[repeat {r}] noisy labels {100 * rate:.0f}%: {manifest['num_noisy']} of "
+                    f"{len(manifest['records'])} training cases corrupted -> {label_dir}")
+            plan += [(m, "noisy", rate, label_dir) for m in rows_run]
+        jobs = []
+        for method, labels, rate, label_dir in plan:
             tag = "clean" if labels == "clean" else f"noise{round(100 * rate)}"
-            run_dir = out / "runs" / f"rep{r}" / tag / method
             cfg = (control_config(seed, label_dir) if method == SAME_BUDGET else
                    _run_config(settings, scale, method, seed, data_root, label_dir, common, per_method))
+            jobs.append((method, labels, rate, label_dir, out / "runs" / f"rep{r}" / tag / method, cfg))
+        return jobs
+
+    trained: Dict[str, float] = {}
+    if (settings.jobs or 1) > 1:  # every training first, in parallel; the loop below then evaluates in order
+        runs = [(cfg, run_dir) for r in range(repeats) for *_, run_dir, cfg in repeat_jobs(r, announce=False)]
+        trained = train_runs_in_parallel(runs, settings.overwrite, settings.jobs, say)
+    for r in range(repeats):
+        seed = settings.seed + r
+        clean_summary = None
+        for method, labels, rate, label_dir, run_dir, cfg in repeat_jobs(r, announce=True):
             say(f"[repeat {r}] training {method} on {labels} labels"
                 + (f" ({100 * rate:.0f}% noisy cases)" if labels == "noisy" else "") + f" -> {run_dir}")
             summary, seconds, reused = train_run(cfg, run_dir, settings.overwrite)
+            if str(run_dir) in trained:  # trained by a worker of this invocation
+                seconds, reused = trained[str(run_dir)], False
             if labels == "clean":
                 clean_summary = summary
             verdict = detect_collapse(summary, None if labels == "clean" else clean_summary)
