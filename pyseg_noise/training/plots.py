@@ -21,12 +21,23 @@ _SKIP = {"iteration", "seconds", "lr", "split", "phase"}
 
 
 def _pyplot():
+    # deferred: matplotlib takes ~0.5 s to import, and only a run that writes plots needs it
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, out_png: PathLike) -> Path:
+    """Lay out ``fig``, write it as a PNG (parent folders created), close it; returns the path."""
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
 
 
 def _smooth(y: np.ndarray, n: int) -> np.ndarray:
@@ -82,12 +93,7 @@ def plot_loss_curves(records: Sequence[Mapping[str, Any]], out_png: PathLike, ti
         bx.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out_png)
 
 
 def pick_slice(*labels: Optional[np.ndarray], axis: int = -1) -> int:
@@ -138,9 +144,4 @@ def plot_case(image: np.ndarray, clean: np.ndarray, out_png: PathLike, *, noisy:
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle((title + "  " if title else "") + f"(z = {z}; red: ground-truth contour)", fontsize=9)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out_png)

@@ -14,8 +14,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pyseg_noise.data import detect_layout, open_dataset, zscore
+from pyseg_noise.data.nifti import check_every_image_labelled, split_dirs
 from pyseg_noise.data.volume_io import read_npy, read_volume, write_nifti
 from pyseg_noise.inference import sliding_window_inference
 
@@ -54,8 +56,6 @@ def iter_volumes(source: PathLike, split: str = "test") -> Iterator[Tuple[str, n
         layout = None
     if layout is not None:
         if layout == "nifti":  # the dataset lists cases by label: an unlabelled image would be skipped
-            from pyseg_noise.data.nifti import check_every_image_labelled, split_dirs
-
             try:
                 check_every_image_labelled(source, split)
             except FileNotFoundError as exc:
@@ -86,7 +86,7 @@ def iter_volumes(source: PathLike, split: str = "test") -> Iterator[Tuple[str, n
 
 def _write(label: np.ndarray, path: Path, fmt: str, template: Optional[Path]) -> None:
     if fmt == "nifti":
-        import nibabel as nib
+        import nibabel as nib  # deferred, as h5py below: ~0.2 s to import, and one format is written
 
         write_nifti(path, label, template=nib.load(str(template)) if template is not None else None)
     elif fmt == "h5":
@@ -129,8 +129,6 @@ def predict_folder(method, source: PathLike, out_dir: PathLike, *, split: str = 
     method.eval()
     volumes = iter_volumes(source, split)
     if progress:
-        from tqdm.auto import tqdm
-
         volumes = tqdm(volumes, desc="predict", unit="case")
     for case, image, template in volumes:
         if image.shape[0] != cfg.data.in_channels:

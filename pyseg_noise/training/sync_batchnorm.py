@@ -42,6 +42,7 @@ def local_statistics():
 
 
 def _all_reduce_sum(x: Tensor) -> Tensor:
+    # deferred: torch.distributed.nn needs a torch built with distributed support; only multi-process runs get here
     from torch.distributed.nn.functional import all_reduce
 
     return all_reduce(x, op=dist.ReduceOp.SUM)
