@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Union
 
 from torch.utils.data import DataLoader
 
-from .la_h5 import LAH5Dataset
-from .nifti import NiftiDataset
+from .la_h5 import LAH5Dataset, find_case_list, read_case_list
+from .nifti import NiftiDataset, list_label_cases, read_dataset_json, split_dirs
 from .volume_dataset import VolumeDataset
 
-__all__ = ["detect_layout", "open_dataset", "whole_volume_loader"]
+__all__ = ["detect_layout", "training_case_names", "open_dataset", "whole_volume_loader"]
 
 PathLike = Union[str, Path]
 
@@ -33,6 +33,25 @@ def detect_layout(root: PathLike) -> str:
         f"cannot tell the layout of {root}: expected imagesTr/ or imagesTs/ (NIfTI, nnU-Net) "
         f"or train.list/test.list (LA h5)"
     )
+
+
+def training_case_names(root: PathLike, layout: Optional[str] = None, split: str = "train") -> List[str]:
+    """The cases of ``split`` of a dataset folder, without opening them.
+
+    LA h5: the names in ``<split>.list`` (:func:`find_case_list`; ``data.train_split``);
+    NIfTI: the cases with a label file in ``labelsTr`` (``labelsTs`` for ``"test"``).
+
+    Raises:
+        FileNotFoundError: no case list for ``split`` / no label folder.
+        ValueError: an empty list or label folder, an unknown layout.
+    """
+    root = Path(root)
+    layout = detect_layout(root) if layout is None else layout
+    if layout == "h5":
+        return read_case_list(find_case_list(root, split))
+    if layout == "nifti":
+        return list_label_cases(root / split_dirs(split)[1], read_dataset_json(root)["file_ending"])
+    raise ValueError(f"layout must be 'h5', 'nifti' or None, got {layout!r}")
 
 
 def open_dataset(root: PathLike, split: str = "train", *, layout: Optional[str] = None, **kwargs: Any) -> VolumeDataset:

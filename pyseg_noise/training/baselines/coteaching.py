@@ -44,8 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyseg_noise.data import LA_FILE_NAME, detect_layout, la_case_root, read_dataset_json, training_case_names
+from pyseg_noise.data.nifti import split_dirs
+from pyseg_noise.data.volume_io import read_h5, read_volume
+
 from ..config import ConfigError
 from ..registry import register_method
+from ..run_data import label_override_paths
 from .peer_networks import PeerNetworksMethod
 from .voxel_selection import NORMALIZATIONS, keep_rate, masked_cross_entropy, small_loss_mask, voxel_cross_entropy
 
@@ -126,23 +131,15 @@ def label_noise_rate(root, noisy_labels: Optional[str] = None, *, label_override
     Raises:
         FileNotFoundError, ValueError: missing or unreadable files (named).
     """
-    from pyseg_noise.data import LA_FILE_NAME, detect_layout, find_case_list, la_case_root, read_case_list, read_dataset_json
-    from pyseg_noise.data.nifti import list_label_cases, split_dirs
-    from pyseg_noise.data.volume_io import read_h5, read_volume
-
     root = Path(root)
     layout = detect_layout(root) if layout is None else layout
-    from ..run_data import label_override_paths
-
     overrides = label_override_paths(label_overrides) if label_overrides else {}
+    cases = training_case_names(root, layout, split)
     if layout == "h5":
-        cases = read_case_list(find_case_list(root, split))
         case_root = la_case_root(root, cases)
-        ending = ".h5"
     else:
         ending = read_dataset_json(root)["file_ending"]
         label_dir = root / split_dirs(split)[1]
-        cases = list_label_cases(label_dir, ending)
     flipped = total = 0
     for case in cases:
         if layout == "h5":

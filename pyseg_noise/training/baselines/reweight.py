@@ -41,9 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from pyseg_noise.data import detect_layout, open_dataset, training_case_names
+
 from ..config import ConfigError
 from ..method import Method
 from ..registry import register_method
+from ..run_data import label_override_paths
 from .backbone import aux_weight_of, build_backbone, check_backbone, main_and_aux
 
 __all__ = ["meta_voxel_weights", "ReweightOptions", "MetaReweight", "clean_meta_cases"]
@@ -104,18 +107,12 @@ def clean_meta_cases(config, n: int) -> List[str]:
     Raises:
         ConfigError: no way to tell which cases are clean (set ``method_options.meta_cases``).
     """
-    from pyseg_noise.data import detect_layout, find_case_list, read_case_list, read_dataset_json
-    from pyseg_noise.data.nifti import list_label_cases, split_dirs
-
     d = config.data
     if d.root is None:
         raise ConfigError("reweight needs data.root to find its clean cases")
     root = Path(d.root)
     layout = d.layout or detect_layout(root)
-    if layout == "h5":
-        cases = read_case_list(find_case_list(root, d.train_split))
-    else:
-        cases = list_label_cases(root / split_dirs(d.train_split)[1], read_dataset_json(root)["file_ending"])
+    cases = training_case_names(root, layout, d.train_split)
     if d.noisy_labels:
         manifest = _manifest_path(root, layout, d.noisy_labels)
         if not manifest.is_file():
@@ -124,8 +121,6 @@ def clean_meta_cases(config, n: int) -> List[str]:
         clean = {r["case"] for r in records if not r["noisy"]}
         cases = [c for c in cases if c in clean]
     if d.label_overrides:
-        from ..run_data import label_override_paths
-
         manifest = Path(d.label_overrides) / "manifest.json"
         meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
         records = meta.get("records", meta.get("cases"))  # reproduce writes "records"
@@ -185,8 +180,6 @@ class MetaReweight(Method):
     def meta_dataset(self):
         """The clean cases as a dataset of random crops with clean labels."""
         if self._meta_data is None:
-            from pyseg_noise.data import open_dataset
-
             d = self.config.data
             cases = list(self.options.meta_cases) or clean_meta_cases(self.config, self.options.meta_num_cases)
             self._meta_data = open_dataset(
