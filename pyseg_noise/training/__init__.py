@@ -49,18 +49,16 @@ averaging over ``torch.distributed`` processes, atomic checkpoints with every
 random state, ``--resume``, Ctrl-C, non-finite-loss stops, the run folder's
 log, TensorBoard and plots, and the final validation on clean labels.
 
-**Distillers** (``pyseg-noise distill NAME``) register with
-:func:`register_distiller` (see :class:`Distiller`).
+**Elsewhere in the package:** TSMAN's distillation (:mod:`.distill`, Eq. 8-10) and
+self-training pipeline (:mod:`.self_training`); the exceptions (:mod:`.errors`).
 """
-from .checkpoint import CheckpointError, CheckpointWriteError, atomic_save, checkpoint_path, load_checkpoint
+from .checkpoint import atomic_save, checkpoint_path, load_checkpoint
 from .collapse import CollapseVerdict, detect_collapse
+from .config import DataConfig, ModelConfig, NoOptions, OptimConfig, TrainConfig, load_config, save_config
 from .ema import EMATeacher
-from .config import (ConfigError, DataConfig, ModelConfig, NoOptions, OptimConfig, TrainConfig, load_config,
-                     save_config)
+from .errors import CheckpointError, CheckpointWriteError, ConfigError, RunOutputWriteError
 from .method import Batch, Method
-from .registry import (Distiller, get_distiller, get_method, distiller_names, method_names, register_distiller,
-                       register_method)
-from .run_log import RunOutputWriteError
+from .registry import get_method, method_names, register_method
 from .trainer import (NonFiniteLossError, Trainer, TrainingDataError, TrainingInterrupted, TrainResult,
                       load_trained)
 
@@ -81,10 +79,6 @@ __all__ = [
     "register_method",
     "get_method",
     "method_names",
-    "Distiller",
-    "register_distiller",
-    "get_distiller",
-    "distiller_names",
     "NonFiniteLossError",
     "TrainingInterrupted",
     "TrainingDataError",

@@ -43,6 +43,8 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
+from .errors import CheckpointError, CheckpointWriteError
+
 __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
@@ -58,25 +60,6 @@ __all__ = [
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "last.pt"
 PathLike = Union[str, Path]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used: unreadable, corrupt, foreign, incomplete or not fitting the run.
-
-    The message names the file.
-    """
-
-
-class CheckpointWriteError(OSError):
-    """Writing a checkpoint failed (e.g. ``ENOSPC``: no space left on the device).
-
-    The message names the file and says that the previous checkpoint, if any, is unchanged;
-    ``errno`` is that of the operating-system error that caused it (``None`` if there was none).
-    """
-
-    def __init__(self, message: str, errno: Optional[int] = None):
-        super().__init__(message)
-        self.errno = errno
 
 
 def checkpoint_path(run_dir: PathLike) -> Path:

@@ -33,6 +33,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from .errors import ConfigError
+from .registry import get_method
+from .run_log import writing
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -46,10 +50,6 @@ __all__ = [
     "config_from_dict",
     "dataclass_from_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration (or command-line) value is invalid; the message names the key."""
 
 
 @dataclass
@@ -368,8 +368,6 @@ def config_from_dict(values: Optional[Mapping[str, Any]] = None) -> TrainConfig:
     Raises:
         ConfigError: unknown method or key, wrong type, value out of range.
     """
-    from .registry import get_method
-
     values = dict(values or {})
     options = values.pop("method_options", None)
     config = dataclass_from_dict(TrainConfig, values)
@@ -462,5 +460,12 @@ def load_config(
 
 
 def save_config(config: TrainConfig, path: Union[str, Path]) -> None:
-    """Write ``config`` as YAML (every field, defaults included)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML (every field, defaults included).
+
+    Raises:
+        RunOutputWriteError: the operating system refused the write (e.g. a full disk); it
+            names the file, and no torn file is left.
+    """
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    with writing(path) as path, open(path, "w") as f:
+        f.write(text)

@@ -52,22 +52,16 @@ callable, handled as :func:`~pyseg_noise.inference.sliding_window_inference`
 handles it: one with a ``predict`` method (TSMAN) returns probabilities,
 otherwise logits are expected (see ``output``).
 
-**On disk.** :func:`distill_dataset` labels the cases of a dataset folder and
-:func:`write_pseudo_labels` stores them in the dataset's own layout, either
-inside the dataset (LA ``.h5``: dataset ``label_pseudo`` in every training
-case; NIfTI: folder ``labelsTr_pseudo/``; unlabelled cases get their pseudo
-label, the others a copy of their label, as :func:`pyseg_noise.data.corrupt_dataset`
-does for noisy labels — train with ``LAH5Dataset(root, label_key="label_pseudo")`` /
-``NiftiDataset(root, label_dir="labelsTr_pseudo")``, i.e. ``data.noisy_labels: pseudo``)
-or into a separate folder of per-case files (``<case>.h5`` with a ``label``
-dataset, or ``<case>.nii.gz``) that a dataset reads through ``label_paths=``
-(``data.label_overrides``), leaving the dataset untouched.
+**On disk.** :func:`distill_dataset` labels whole volumes of a dataset folder;
+reading their images and storing the labels in the dataset's layout (inside it,
+or as a folder of per-case files for ``data.label_overrides``) is
+:mod:`pyseg_noise.data.pseudo_labels`'s (:func:`~pyseg_noise.data.read_case_image`,
+:func:`~pyseg_noise.data.write_pseudo_labels`). ``pyseg-noise distill {md,dd,hd}``
+runs both from trained run folders.
 """
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -75,10 +69,13 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from pyseg_noise.data import detect_layout, read_case_image
 from pyseg_noise.inference import sliding_window_inference
 
-from .registry import Distiller, register_distiller
+# pseudo-label I/O lives in pyseg_noise.data; these names stay importable from here for older code
+from pyseg_noise.data import training_case_names, write_pseudo_labels  # noqa: F401
 
 __all__ = [
     "GeometricTransform",
@@ -94,10 +91,7 @@ __all__ = [
     "distill",
     "distillation_variants",
     "DISTILLATION_METHODS",
-    "read_case_image",
-    "training_case_names",
     "distill_dataset",
-    "write_pseudo_labels",
 ]
 
 PathLike = Union[str, Path]
@@ -540,47 +534,7 @@ def distillation_variants(models: Union[Model, Sequence[Model]], x: Tensor,
     return out
 
 
-# ----------------------------------------------------------------------------- datasets on disk
-def _layout(root: Path, layout: Optional[str]) -> str:
-    from pyseg_noise.data import detect_layout
-
-    layout = detect_layout(root) if layout is None else layout
-    if layout not in ("h5", "nifti"):
-        raise ValueError(f"layout must be 'h5', 'nifti' or None, got {layout!r}")
-    return layout
-
-
-def read_case_image(root: PathLike, case: str, *, layout: Optional[str] = None, split: str = "train",
-                    normalize: bool = True) -> np.ndarray:
-    """The image of one case (``ndarray[C, X, Y, Z]`` float32, z-scored as the datasets do), no label needed.
-
-    Raises:
-        FileNotFoundError: the case's image file(s).
-        ValueError: unreadable file, or NaN/inf in the image.
-    """
-    from pyseg_noise.data import LA_FILE_NAME, read_dataset_json, zscore
-    from pyseg_noise.data.nifti import split_dirs
-    from pyseg_noise.data.volume_io import read_h5, read_nifti, require_file
-
-    root = Path(root)
-    layout = _layout(root, layout)
-    if layout == "h5":
-        path = require_file(root / case / LA_FILE_NAME, f"h5 file of case {case!r}")
-        image = read_h5(path, "image", what="LA h5 file").astype(np.float32)[None]
-    else:
-        info = read_dataset_json(root)
-        image_dir = root / split_dirs(split)[0]
-        n = info["num_channels"] or max(1, len(list(image_dir.glob(f"{case}_[0-9][0-9][0-9][0-9]{info['file_ending']}"))))
-        chans = []
-        for c in range(n):
-            p = require_file(image_dir / f"{case}_{c:04d}{info['file_ending']}", f"image file of case {case!r}")
-            chans.append(read_nifti(p, what="image file", as_float=True)[0])
-        image = np.stack(chans).astype(np.float32)
-    if not np.all(np.isfinite(image)):
-        raise ValueError(f"image of case {case!r} in {root} contains NaN or inf")
-    return zscore(image) if normalize else image
-
-
+# ----------------------------------------------------------------------------- whole volumes of a dataset folder
 def distill_dataset(models: Union[Model, Sequence[Model]], root: PathLike, cases: Sequence[str], *,
                     method: str = "hd", layout: Optional[str] = None, split: str = "train",
                     transforms: Optional[Sequence[GeometricTransform]] = None,
@@ -589,9 +543,12 @@ def distill_dataset(models: Union[Model, Sequence[Model]], root: PathLike, cases
                     progress: bool = False) -> dict[str, np.ndarray]:
     """Pseudo labels of whole volumes ``cases`` of a dataset folder (sliding-window inference).
 
+    The images are read by :func:`pyseg_noise.data.read_case_image`; store the result with
+    :func:`pyseg_noise.data.write_pseudo_labels`.
+
     Args:
         models: the ``T`` base models (``"dd"`` uses the first).
-        root: dataset folder (LA h5 or NIfTI layout).
+        root: dataset folder (LA h5, either public layout, or NIfTI).
         cases: the unlabelled cases to label.
         method: ``"md"``, ``"dd"`` or ``"hd"`` (TSMAN's default: ``"hd"``).
         layout: ``"h5"``, ``"nifti"`` or None (detected).
@@ -608,13 +565,11 @@ def distill_dataset(models: Union[Model, Sequence[Model]], root: PathLike, cases
         raise FileNotFoundError(f"dataset folder not found: {root}")
     if method not in DISTILLATION_METHODS:
         raise ValueError(f"method must be one of {DISTILLATION_METHODS}, got {method!r}")
+    if layout not in (None, "h5", "nifti"):
+        raise ValueError(f"layout must be 'h5', 'nifti' or None, got {layout!r}")
     models = _models_list(models)
-    layout = _layout(root, layout)
-    it = list(cases)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc=f"distill ({method})", unit="case")
+    layout = layout or detect_layout(root)
+    it = tqdm(cases, desc=f"distill ({method})", unit="case") if progress else list(cases)
     out: dict[str, np.ndarray] = {}
     for case in it:
         image = torch.from_numpy(read_case_image(root, case, layout=layout, split=split))[None]
@@ -622,240 +577,3 @@ def distill_dataset(models: Union[Model, Sequence[Model]], root: PathLike, cases
                          batch_size=batch_size)[0].cpu().numpy()
         out[case] = labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.int16)
     return out
-
-
-def training_case_names(root: PathLike, layout: str, split: str = "train") -> list[str]:
-    """The training cases of a dataset folder: LA h5 — the case list of ``split`` (``data.train_split``);
-    NIfTI — the cases with a label in ``labelsTr``.
-
-    Raises:
-        FileNotFoundError: no case list for ``split`` / no ``dataset.json``.
-    """
-    from pyseg_noise.data import find_case_list, read_case_list, read_dataset_json
-    from pyseg_noise.data.nifti import list_label_cases
-
-    root = Path(root)
-    if layout == "h5":
-        return read_case_list(find_case_list(root, split))
-    return list_label_cases(root / "labelsTr", read_dataset_json(root)["file_ending"])
-
-
-def write_pseudo_labels(root: PathLike, labels: Mapping[str, np.ndarray], *, layout: Optional[str] = None,
-                        out_dir: Optional[PathLike] = None, suffix: str = "pseudo",
-                        source_label_key: str = "label", h5_key: str = "label", overwrite: bool = True,
-                        split: str = "train") -> dict:
-    """Store pseudo labels in the dataset's layout (see the module docstring).
-
-    Two modes:
-
-    * ``out_dir=None`` (inside the dataset): LA h5 — dataset ``label_<suffix>`` in
-      every training case's ``mri_norm2.h5`` (pseudo label for the cases in
-      ``labels``, a copy of ``source_label_key`` for the others); NIfTI — folder
-      ``labelsTr_<suffix>/`` with every training case (pseudo labels written
-      with the image's affine, the others copied from ``labelsTr``). Train with
-      ``data.noisy_labels: <suffix>``.
-    * ``out_dir`` given: one file per case in ``labels`` only — ``<case>.h5``
-      (dataset ``label``) for the h5 layout, ``<case><file_ending>`` for NIfTI
-      — to use as ``label_paths`` / ``data.label_overrides``.
-
-    A ``pseudo_labels.json`` (inside ``out_dir``, or ``<root>/label_<suffix>_manifest.json`` /
-    ``<root>/labelsTr_<suffix>_manifest.json``) lists the pseudo-labelled cases.
-
-    Args:
-        root: dataset folder.
-        labels: ``{case: ndarray[X, Y, Z]}`` integer labels of training cases.
-        layout: ``"h5"``, ``"nifti"`` or None (detected).
-        out_dir: separate folder mode (created).
-        suffix: name suffix in the dataset mode (letters, digits, ``_``, ``-``).
-        source_label_key: h5 dataset copied for the cases without a pseudo label.
-        h5_key: dataset name in the per-case ``.h5`` files of the folder mode (a
-            dataset reads override files at its ``label_key``: ``"label"``, or
-            ``"label_<suffix>"`` when the run also sets ``data.noisy_labels``).
-        overwrite: replace existing pseudo labels (else FileExistsError).
-        split: the training split's case list (LA h5; ``data.train_split``), see
-            :func:`training_case_names`.
-
-    Returns:
-        ``{"mode", "layout", "cases", "label_paths": {case: path}, "target", "manifest"}``
-        (``label_paths`` only names the pseudo-labelled cases; ``target`` is the h5 key
-        or folder to train from).
-
-    Raises:
-        FileNotFoundError: root or a case file missing.
-        FileExistsError: existing output with ``overwrite=False``.
-        ValueError: a case that is not a training case, a label of the wrong
-            shape or dtype, a bad ``suffix``.
-    """
-    import h5py
-
-    from pyseg_noise.data import LA_FILE_NAME, read_dataset_json
-    from pyseg_noise.data.volume_io import read_h5, require_file, write_nifti
-
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    if not suffix or not all(ch.isalnum() or ch in "_-" for ch in suffix):
-        raise ValueError(f"suffix must be a non-empty name of letters, digits, '_' or '-', got {suffix!r}")
-    layout = _layout(root, layout)
-    train_cases = training_case_names(root, layout, split)
-    unknown = sorted(set(labels) - set(train_cases))
-    if unknown:
-        raise ValueError(f"labels names case(s) {unknown[:5]} that are not training cases of {root}")
-    for case, lab in labels.items():
-        arr = np.asarray(lab)
-        if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"pseudo label of case {case!r} must be an integer ndarray[X, Y, Z], "
-                             f"got dtype {arr.dtype} shape {arr.shape}")
-    info = read_dataset_json(root) if layout == "nifti" else None
-    ending = info["file_ending"] if info else ".h5"
-
-    def image_template(case):
-        import nibabel as nib
-
-        p = require_file(root / "imagesTr" / f"{case}_0000{ending}", f"image file of case {case!r}")
-        return nib.load(str(p))
-
-    def check_shape(case, arr, shape):
-        if tuple(arr.shape) != tuple(shape):
-            raise ValueError(f"pseudo label of case {case!r} has shape {tuple(arr.shape)} but its image has "
-                             f"{tuple(shape)}")
-
-    paths: dict[str, str] = {}
-    if out_dir is not None:
-        out = Path(out_dir)
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise FileExistsError(f"{out} is not empty (overwrite=False)")
-        out.mkdir(parents=True, exist_ok=True)
-        for case, lab in labels.items():
-            arr = np.asarray(lab)
-            if layout == "h5":
-                with h5py.File(require_file(root / case / LA_FILE_NAME, f"h5 file of case {case!r}"), "r") as f:
-                    check_shape(case, arr, f["image"].shape)
-                dst = out / f"{case}.h5"
-                with h5py.File(dst, "w") as f:
-                    f.create_dataset(h5_key, data=arr, compression="gzip")
-            else:
-                tpl = image_template(case)
-                check_shape(case, arr, tpl.shape[:3])
-                dst = out / f"{case}{ending}"
-                write_nifti(dst, arr, template=tpl)
-            paths[case] = str(dst)
-        mode, target, manifest = "folder", str(out), out / "pseudo_labels.json"
-    elif layout == "h5":
-        key = f"label_{suffix}"
-        files = {c: require_file(root / c / LA_FILE_NAME, f"h5 file of case {c!r}") for c in train_cases}
-        if not overwrite:
-            for c, p in files.items():
-                with h5py.File(p, "r") as f:
-                    if key in f:
-                        raise FileExistsError(f"{p} already holds dataset {key!r} (overwrite=False)")
-        for c, p in files.items():
-            if c in labels:
-                arr = np.asarray(labels[c])
-                with h5py.File(p, "r") as f:
-                    check_shape(c, arr, f["image"].shape)
-            else:
-                arr = read_h5(p, source_label_key, what="LA h5 file")
-            with h5py.File(p, "r+") as f:
-                if key in f:
-                    del f[key]
-                f.create_dataset(key, data=arr, compression="gzip")
-            if c in labels:
-                paths[c] = str(p)
-        mode, target, manifest = "dataset", key, root / f"{key}_manifest.json"
-    else:
-        clean_dir, dst_dir = root / "labelsTr", root / f"labelsTr_{suffix}"
-        if dst_dir.exists():
-            if not overwrite:
-                raise FileExistsError(f"{dst_dir} already exists (overwrite=False)")
-            shutil.rmtree(dst_dir)
-        dst_dir.mkdir(parents=True)
-        for c in train_cases:
-            dst = dst_dir / f"{c}{ending}"
-            if c in labels:
-                arr = np.asarray(labels[c])
-                tpl = image_template(c)
-                check_shape(c, arr, tpl.shape[:3])
-                write_nifti(dst, arr, template=tpl)
-                paths[c] = str(dst)
-            else:
-                shutil.copyfile(clean_dir / f"{c}{ending}", dst)
-        mode, target, manifest = "dataset", dst_dir.name, root / f"{dst_dir.name}_manifest.json"
-    record = {"mode": mode, "layout": layout, "cases": sorted(labels), "target": target}
-    manifest.write_text(json.dumps(record, indent=1))
-    return {**record, "label_paths": paths, "manifest": str(manifest)}
-
-
-# ----------------------------------------------------------------------------- command line
-def _flip_axis(name: str) -> Optional[int]:
-    table = {"none": None, "x": 0, "y": 1, "z": 2}
-    if name.lower() not in table:
-        raise ValueError(f"--flips takes none, x, y or z, got {name!r}")
-    return table[name.lower()]
-
-
-class _DistillCommand(Distiller):
-    """``pyseg-noise distill {md,dd,hd}``: pseudo labels from trained runs, written in the dataset's layout."""
-
-    name = ""
-    help = ""
-
-    def add_arguments(self, parser) -> None:
-        parser.add_argument("--runs", nargs="+", required=True, metavar="RUN",
-                            help="run folders (or checkpoint files) of the trained base models (dd uses the first)")
-        parser.add_argument("--data", required=True, help="dataset folder (LA h5 or NIfTI layout)")
-        parser.add_argument("--cases", nargs="+", default=None, help="cases to label (default: every training case)")
-        parser.add_argument("--cases-file", default=None, help="a file with one case name per line")
-        parser.add_argument("--out", default=None,
-                            help="write <case>.h5/.nii.gz files into this folder (use as data.label_overrides); "
-                                 "without it the labels go into the dataset as label_<suffix> / labelsTr_<suffix>")
-        parser.add_argument("--suffix", default="pseudo", help="name suffix inside the dataset (default: pseudo)")
-        parser.add_argument("--patch", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
-                            help="sliding-window patch (default: the first run's data.crop_size)")
-        parser.add_argument("--stride", nargs=3, type=int, default=None, metavar=("X", "Y", "Z"),
-                            help="sliding-window stride (default: the first run's val_stride)")
-        parser.add_argument("--flips", nargs="+", default=["none", "x", "y"],
-                            help="flips combined with the 4 in-plane rotations (default: none x y)")
-        parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-        parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
-
-    def run(self, args) -> int:
-        from pyseg_noise.data import read_case_list
-
-        from .trainer import load_trained
-
-        models = [load_trained(r, args.device) for r in args.runs]
-        cfg = models[0].config
-        if args.cases_file:
-            cases = read_case_list(args.cases_file)
-        elif args.cases:
-            cases = list(args.cases)
-        else:
-            cases = training_case_names(Path(args.data), _layout(Path(args.data), None))
-        transforms = data_distillation_transforms([_flip_axis(f) for f in args.flips])
-        labels = distill_dataset(models, args.data, cases, method=self.name, transforms=transforms,
-                                 patch_size=tuple(args.patch or cfg.data.crop_size),
-                                 stride=tuple(args.stride or cfg.val_stride), batch_size=args.batch_size,
-                                 progress=True)
-        info = write_pseudo_labels(args.data, labels, out_dir=args.out, suffix=args.suffix)
-        print(f"{len(labels)} pseudo labels ({self.name}, {len(models)} model(s) x {len(transforms)} transform(s)) "
-              f"-> {info['target']}")
-        return 0
-
-
-@register_distiller
-class DistillMD(_DistillCommand):
-    name = "md"
-    help = "model distillation (TSMAN Eq. 8): majority vote of several trained runs"
-
-
-@register_distiller
-class DistillDD(_DistillCommand):
-    name = "dd"
-    help = "data distillation (TSMAN Eq. 9): one run, majority vote over 12 rotations/flips"
-
-
-@register_distiller
-class DistillHD(_DistillCommand):
-    name = "hd"
-    help = "hierarchical distillation (TSMAN Eq. 10): majority vote of the runs' data distillations"

@@ -1,4 +1,4 @@
-"""Name -> class registries of training methods and distillers.
+"""Name -> class registry of the training methods.
 
 Built-in methods live one per module; their modules are listed in
 :data:`BUILTIN_METHOD_MODULES` and imported the first time the registry is
@@ -11,28 +11,21 @@ Adding a method: write ``pyseg_noise/training/<name>.py`` with a
 ``@register_method`` class (see :class:`pyseg_noise.training.Method`) and
 append its module to :data:`BUILTIN_METHOD_MODULES`. The command line
 (``pyseg-noise train``, ``reproduce --methods``) lists what is registered.
-
-Distillers (``pyseg-noise distill NAME``) register the same way with
-:func:`register_distiller`; see :class:`Distiller`.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-from typing import Dict, List, Type
+import warnings
+from importlib.metadata import entry_points
+from typing import Dict, List
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "BUILTIN_METHOD_MODULES",
-    "BUILTIN_DISTILLER_MODULES",
     "register_method",
     "get_method",
     "method_names",
-    "Distiller",
-    "register_distiller",
-    "get_distiller",
-    "distiller_names",
 ]
 
 #: modules whose import registers the built-in methods (one method family per module)
@@ -44,13 +37,7 @@ BUILTIN_METHOD_MODULES: List[str] = [
     "pyseg_noise.training.baselines",
 ]
 
-#: modules whose import registers the built-in distillers
-BUILTIN_DISTILLER_MODULES: List[str] = [
-    "pyseg_noise.training.distill",
-]
-
 _METHODS: Dict[str, type] = {}
-_DISTILLERS: Dict[str, "Distiller"] = {}
 _loaded = False
 
 
@@ -59,21 +46,15 @@ def _load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_METHOD_MODULES + BUILTIN_DISTILLER_MODULES:
+    for module in BUILTIN_METHOD_MODULES:
         try:
             importlib.import_module(module)
         except ImportError as exc:  # one method's missing dependency must not hide the others
-            import warnings
-
             warnings.warn(f"pyseg_noise: training methods of {module} are unavailable: {exc}")
     try:
-        from importlib.metadata import entry_points
-
         for ep in entry_points(group="pyseg_noise.methods"):
             ep.load()
     except Exception as exc:  # a broken plug-in must not break the built-in methods
-        import warnings
-
         warnings.warn(f"pyseg_noise: could not load a method plug-in: {exc}")
 
 
@@ -108,51 +89,3 @@ def get_method(name: str) -> type:
     if name not in _METHODS:
         raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
-
-
-class Distiller:
-    """A ``pyseg-noise distill NAME`` subcommand (e.g. TSMAN's hierarchical distillation).
-
-    Subclasses set ``name`` and ``help``, add their arguments in
-    :meth:`add_arguments` and do the work in :meth:`run`, returning the exit code.
-    """
-
-    name: str = ""
-    help: str = ""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # pragma: no cover - interface
-        """Add this distiller's command-line arguments to ``parser``."""
-
-    def run(self, args: argparse.Namespace) -> int:  # pragma: no cover - interface
-        """Run with the parsed arguments; return the process exit code."""
-        raise NotImplementedError
-
-
-def register_distiller(cls: Type[Distiller]) -> Type[Distiller]:
-    """Class decorator: register an instance of ``cls`` under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} must set a class attribute `name` to register")
-    if cls.name in _DISTILLERS and type(_DISTILLERS[cls.name]) is not cls:
-        raise ValueError(f"distiller name {cls.name!r} is already registered")
-    _DISTILLERS[cls.name] = cls()
-    return cls
-
-
-def distiller_names() -> List[str]:
-    """Registered distiller names, sorted."""
-    _load_builtins()
-    return sorted(_DISTILLERS)
-
-
-def get_distiller(name: str) -> Distiller:
-    """The distiller registered as ``name``.
-
-    Raises:
-        ConfigError: unknown name.
-    """
-    _load_builtins()
-    if name not in _DISTILLERS:
-        known = ", ".join(sorted(_DISTILLERS)) or "none registered yet"
-        raise ConfigError(f"unknown distiller {name!r} ({known})")
-    return _DISTILLERS[name]
-

@@ -25,34 +25,14 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
+from tqdm.auto import tqdm
+
 from .checkpoint import _os_error_of, _os_error_reason
+from .errors import RunOutputWriteError
 
 __all__ = ["RunLog", "RunOutputWriteError", "read_log", "writing"]
 
 PathLike = Union[str, Path]
-
-
-class RunOutputWriteError(OSError):
-    """Writing a file of the run folder other than the checkpoint failed (e.g. ``ENOSPC``).
-
-    Parameters
-    ----------
-    message : str
-        Names the file (and, from the Trainer, the last good checkpoint).
-    errno : int, optional
-        That of the operating-system error that caused it.
-    path : Path, optional
-        The file that could not be written.
-    iteration : int, optional
-        The iteration whose log record could not be written (log writes only).
-    """
-
-    def __init__(self, message: str, errno: Optional[int] = None, path: Optional[PathLike] = None,
-                 iteration: Optional[int] = None):
-        super().__init__(message)
-        self.errno = errno
-        self.path = None if path is None else Path(path)
-        self.iteration = iteration
 
 
 def _stat(path: Path) -> Optional[tuple]:
@@ -175,10 +155,8 @@ class RunLog:
         with writing(self.path, keep_partial=True):
             self._file = open(self.path, "a")
         if progress:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
-        try:  # optional: only if tensorboard is installed
+        try:  # deferred: tensorboard is optional (not a dependency) and slow to import
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_from)

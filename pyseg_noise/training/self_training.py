@@ -19,6 +19,8 @@ labels) and an unlabelled part. Then:
    ``method_options.init_streams``) and train with the mutual attentions and
    f4 from the first iteration (``init_from_base``).
 
+Run it with ``pyseg-noise self-train --config tsman.yaml --data DIR --out DIR``
+(:func:`load_self_training` reads the settings) or :func:`run_self_training`.
 Everything lands in one folder, and a stopped pipeline resumes where it stopped
 (finished runs are reused, an unfinished run is resumed from its checkpoint)::
 
@@ -42,7 +44,6 @@ every run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -51,14 +52,21 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from pyseg_noise.data import (detect_layout, find_case_list, la_case_path, la_case_root,
+                              read_case_list, read_dataset_json, training_case_names, write_pseudo_labels)
+from pyseg_noise.data.volume_io import read_h5, read_volume
+from pyseg_noise.metrics import dice
+
 from .checkpoint import checkpoint_path, load_checkpoint
-from .config import ConfigError, TrainConfig, config_from_dict, dataclass_from_dict
+from .config import (ConfigError, TrainConfig, config_from_dict, dataclass_from_dict, merge_dicts, parse_overrides,
+                     read_yaml)
 from .densevoxnet import DENSEVOXNET_SIZE_KEYS
-from .distill import (DISTILLATION_METHODS, data_distillation_transforms, distill_dataset, training_case_names,
-                      write_pseudo_labels)
+from .distill import DISTILLATION_METHODS, data_distillation_transforms, distill_dataset
+from .run_data import label_override_paths
+from .trainer import Trainer, TrainResult, load_trained
 
 __all__ = ["SelfTrainingConfig", "SelfTrainingResult", "split_cases", "make_case_subset", "run_self_training",
-           "pseudo_label_quality", "base_model_method", "fine_tuning_streams", "main"]
+           "load_self_training", "pseudo_label_quality", "base_model_method", "fine_tuning_streams"]
 
 PathLike = Union[str, Path]
 
@@ -169,10 +177,9 @@ def make_case_subset(root: PathLike, cases: Sequence[str], out: PathLike, *, lay
     LA h5: ``<out>/<case>`` links and ``train.list`` / ``test.list``; NIfTI:
     ``imagesTr``/``labelsTr`` (and ``labelsTr_<noisy_labels>``) links per case,
     ``imagesTs``/``labelsTs`` linked whole, ``dataset.json`` copied. Nothing in
-    ``root`` is written.
+    ``root`` is written. An LA ``root`` may be either public layout (:func:`~pyseg_noise.data.la_case_root`);
+    the subset has this library's (case folders beside the lists).
     """
-    from pyseg_noise.data import find_case_list, read_case_list
-
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if layout == "h5":
@@ -184,11 +191,10 @@ def make_case_subset(root: PathLike, cases: Sequence[str], out: PathLike, *, lay
             pass
         if test:
             (out / "test.list").write_text("".join(f"{c}\n" for c in test))
+        case_root = la_case_root(root, list(cases) + test)
         for case in list(cases) + test:
-            _link(root / case, out / case)
+            _link(case_root / case, out / case)
         return out
-    from pyseg_noise.data import read_dataset_json
-
     ending = read_dataset_json(root)["file_ending"]
     (out / "dataset.json").write_text((root / "dataset.json").read_text())
     for folder in ("imagesTs", "labelsTs"):
@@ -207,8 +213,6 @@ def make_case_subset(root: PathLike, cases: Sequence[str], out: PathLike, *, lay
 
 # ----------------------------------------------------------------------------- one training run, resumable
 def _train(config: TrainConfig, run_dir: Path, *, overwrite: bool, validate: bool):
-    from .trainer import Trainer, TrainResult
-
     ckpt = checkpoint_path(run_dir)
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
@@ -223,15 +227,11 @@ def _train(config: TrainConfig, run_dir: Path, *, overwrite: bool, validate: boo
 def pseudo_label_quality(root: PathLike, labels: Dict[str, np.ndarray], *, layout: str,
                          num_classes: int) -> Dict[str, float]:
     """Mean foreground Dice of each pseudo label against the dataset's clean label (``{case: dice}``)."""
-    from pyseg_noise.data import LA_FILE_NAME, read_dataset_json
-    from pyseg_noise.data.volume_io import read_h5, read_volume
-    from pyseg_noise.metrics import dice
-
     root = Path(root)
     out = {}
     for case, pseudo in labels.items():
         if layout == "h5":
-            clean = read_h5(root / case / LA_FILE_NAME, "label", what="LA h5 file")
+            clean = read_h5(la_case_path(root, case), "label", what="LA h5 file")
         else:
             clean = read_volume(root / "labelsTr" / f"{case}{read_dataset_json(root)['file_ending']}")
         out[case] = float(np.mean([dice(pseudo == c, clean == c) for c in range(1, num_classes)]))
@@ -290,11 +290,6 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
         ConfigError: bad settings; ``data.label_overrides`` already set (the pipeline sets it).
         FileNotFoundError: missing data.
     """
-    from pyseg_noise.data import detect_layout
-
-    from . import baselines, tsman  # noqa: F401  (register the methods a pipeline may name)
-    from .trainer import load_trained
-
     settings = settings or SelfTrainingConfig()
     settings.check()
     d = config.data
@@ -339,8 +334,6 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
     record = pseudo_dir / "pseudo_labels.json"
     h5_key = f"label_{d.noisy_labels}" if d.noisy_labels else "label"
     if record.is_file() and json.loads(record.read_text()).get("cases") == sorted(unlabelled):
-        from .run_data import label_override_paths
-
         paths = {c: str(p) for c, p in label_override_paths(str(pseudo_dir)).items()}
         quality_file = pseudo_dir / "quality.json"
         dice_by_case = json.loads(quality_file.read_text()) if quality_file.is_file() else {}
@@ -381,43 +374,24 @@ def run_self_training(config: TrainConfig, run_dir: PathLike, settings: Optional
     return SelfTrainingResult(run_dir, labelled, unlabelled, base_runs, paths, dice_by_case, final)
 
 
-# ----------------------------------------------------------------------------- command line
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m pyseg_noise.training.self_training --config tsman.yaml --data DIR --out DIR [--set k=v ...]``.
+# ----------------------------------------------------------------------------- settings from YAML
+def load_self_training(path: Optional[PathLike] = None, overrides: Sequence[str] = (), *,
+                       data: Optional[PathLike] = None) -> tuple:
+    """``(TrainConfig, SelfTrainingConfig)`` of a pipeline (``pyseg-noise self-train``).
 
+    Defaults <- the YAML file ``path`` <- ``overrides`` (``"key.sub=value"``) <- ``data`` (``data.root``).
     The YAML may hold a ``self_training:`` section with :class:`SelfTrainingConfig`'s keys;
-    everything else is the final run's :class:`~pyseg_noise.training.TrainConfig`.
+    everything else is the final run's :class:`~pyseg_noise.training.TrainConfig`
+    (method ``tsman`` unless it says otherwise).
+
+    Raises:
+        ConfigError: an unknown key or a bad value (named).
+        FileNotFoundError: ``path`` missing.
     """
-    import yaml
-
-    from . import baselines, tsman  # noqa: F401  (register the methods)
-    from .config import merge_dicts, parse_overrides, read_yaml
-
-    parser = argparse.ArgumentParser(prog="python -m pyseg_noise.training.self_training",
-                                     description="TSMAN self-training: base models, distillation, retraining")
-    parser.add_argument("--config", default=None, help="YAML file (run config + optional self_training: section)")
-    parser.add_argument("--data", default=None, help="dataset folder (data.root)")
-    parser.add_argument("--out", required=True, help="pipeline folder")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides, e.g. iterations=35000 self_training.labelled_fraction=0.3")
-    args = parser.parse_args(argv)
-    try:
-        values = read_yaml(args.config) if args.config else {}
-        values = merge_dicts(values, parse_overrides(args.set))
-        st_values = values.pop("self_training", None)
-        values.setdefault("method", "tsman")
-        if args.data:
-            values = merge_dicts(values, {"data": {"root": args.data}})
-        config = config_from_dict(values)
-        settings = dataclass_from_dict(SelfTrainingConfig, st_values, "self_training")
-        result = run_self_training(config, args.out, settings)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}")
-        return 2
-    print(yaml.safe_dump({"pseudo_dice_mean": float(np.mean(list(result.pseudo_dice.values())))
-                          if result.pseudo_dice else None, "final": result.final.summary}, sort_keys=False))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    values = read_yaml(path) if path else {}
+    values = merge_dicts(values, parse_overrides(overrides))
+    st_values = values.pop("self_training", None)
+    values.setdefault("method", "tsman")
+    if data:
+        values = merge_dicts(values, {"data": {"root": str(data)}})
+    return config_from_dict(values), dataclass_from_dict(SelfTrainingConfig, st_values, "self_training")

@@ -13,7 +13,7 @@ from pyseg_noise.training import load_checkpoint, method_names
 
 from ..training.tiny_runs import PYTHON, REPO, make_tiny_dataset, subprocess_env
 
-SUBCOMMANDS = ["synth", "corrupt", "train", "distill", "predict", "evaluate", "bench", "reproduce"]
+SUBCOMMANDS = ["synth", "corrupt", "train", "distill", "self-train", "predict", "evaluate", "bench", "reproduce"]
 TINY = ["--set", "data.crop_size=[32,32,16]", "--set", "model.n_filters=2", "--set", "val_stride=[16,16,16]",
         "--set", "plots=false", "--batch-size", "2", "--no-progress"]
 

@@ -1,4 +1,5 @@
-"""Run-folder faults besides the checkpoint: a full disk while writing ``log.jsonl``, ``eval/`` or the plots.
+"""Run-folder faults besides the checkpoint: a full disk while writing ``config.yaml``, ``log.jsonl``, ``eval/``
+or the plots.
 
 As in test_checkpoint_faults.py, the device fills up part-way through a real write:
 the file objects the library opens are wrapped so that the bytes past a point fail
@@ -10,6 +11,8 @@ with ENOSPC (what reached the disk before stays, as on a real full disk).
 * ``eval/cases.csv``, ``eval/summary.json``, ``plots/loss.png``, ``plots/case.png``
   after the last iteration: the error names the file and the finished checkpoint, no
   torn file is left, and resuming the finished run writes them.
+* ``config.yaml`` when a run starts: the error names the file, no torn file is left,
+  and the same command starts the run once there is space.
 * The command line prints one error line (no traceback) and exits with 1.
 * A failed rewrite of the log on resume leaves the log as it was.
 """
@@ -29,7 +32,7 @@ import torch
 
 from pyseg_noise.cli import main
 from pyseg_noise.training import RunOutputWriteError, Trainer, load_checkpoint
-from pyseg_noise.training import run_log, trainer
+from pyseg_noise.training import config as config_module, run_log, trainer
 from pyseg_noise.training.checkpoint import checkpoint_path
 from pyseg_noise.training.run_log import RunLog, read_log
 
@@ -117,7 +120,9 @@ def _full_disk_savefig(name: str):
 def _fill(monkeypatch, output: str):
     """Make writing ``output`` (a path inside the run folder) meet a full disk."""
     name = Path(output).name
-    if output == "log.jsonl":  # the record of iteration 5 is the first that does not fit
+    if output == "config.yaml":
+        monkeypatch.setattr(config_module, "open", _full_disk_open(name), raising=False)
+    elif output == "log.jsonl":  # the record of iteration 5 is the first that does not fit
         monkeypatch.setattr(run_log, "open", _full_disk_open(name, fills_at=b'{"iteration": 5,'), raising=False)
     elif output.startswith("eval/"):
         monkeypatch.setattr(trainer, "open", _full_disk_open(name), raising=False)
@@ -127,6 +132,26 @@ def _fill(monkeypatch, output: str):
 
 def _config(data, **kw):
     return tiny_config(data, "vnet", **{"iterations": 6, "checkpoint_every": 2, **kw})
+
+
+# ----------------------------------------------------------------------------- config.yaml
+def test_a_full_disk_while_writing_the_config_is_one_error_line(data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    target = run / "config.yaml"
+    _fill(monkeypatch, "config.yaml")
+    with pytest.raises(RunOutputWriteError) as info:
+        Trainer(_config(data), run).fit()
+    assert str(info.value) == f"cannot write {target}: {ENOSPC}"
+    assert info.value.path == target and info.value.errno == errno.ENOSPC
+    assert not target.exists() and not checkpoint_path(run).exists()  # no torn config, nothing trained
+
+    code = main(_train_argv(data, run, 2))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err == [f"pyseg-noise train: error: cannot write {target}: {ENOSPC}"]
+
+    monkeypatch.undo()  # space freed: the same command starts the run
+    assert main(_train_argv(data, run, 2)) == 0
+    assert target.read_text().startswith("method: vnet")
 
 
 # ----------------------------------------------------------------------------- log.jsonl

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyseg_noise.data import LAH5Dataset, NiftiDataset, generate_synthetic_dataset
+from pyseg_noise.cli import build_parser
+from pyseg_noise.data import LA_CASE_FOLDER, LAH5Dataset, NiftiDataset, generate_synthetic_dataset, open_dataset
 from pyseg_noise.models import VNet
 from pyseg_noise.training.distill import (
     DD_TRANSFORMS,
@@ -25,7 +26,6 @@ from pyseg_noise.training.distill import (
     read_case_image,
     write_pseudo_labels,
 )
-from pyseg_noise.training.registry import _DISTILLERS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -331,8 +331,9 @@ def test_distill_dataset_labels_whole_volumes(datasets):
         assert labels[case].dtype == np.uint8 and labels[case].shape == (16, 16, 16)
 
 
-def test_distillers_are_registered():
-    assert {"md", "dd", "hd"} <= set(_DISTILLERS)
+def test_the_command_line_has_the_three_distillations():
+    distill = build_parser()._subparsers._group_actions[0].choices["distill"]
+    assert set(distill._subparsers._group_actions[0].choices) == {"md", "dd", "hd"}
 
 
 def test_training_cases_read_the_configured_split(tmp_path):
@@ -347,3 +348,37 @@ def test_training_cases_read_the_configured_split(tmp_path):
         write_pseudo_labels(root, {"case_001": label}, out_dir=tmp_path / "out", split="mine")
     assert write_pseudo_labels(root, {"case_002": label}, out_dir=tmp_path / "out", split="mine")["cases"] == [
         "case_002"]
+
+
+@pytest.mark.parametrize("root_at", ["lists", "cases"])
+def test_distillation_reads_the_public_la_layouts(tmp_path, root_at):
+    """Case folders inside ``2018LA_Seg_Training Set/``, the root at the lists (SSL4MIS) or at the cases (UA-MT)."""
+    from pyseg_noise.training.self_training import make_case_subset
+
+    data = tmp_path / "data"
+    info = generate_synthetic_dataset(data, n_train=3, n_test=1, shape=(16, 16, 16), seed=0)
+    images = {c: read_case_image(data, c) for c in info["train"]}
+    (data / LA_CASE_FOLDER).mkdir()
+    for case in info["train"] + info["test"]:
+        (data / case).rename(data / LA_CASE_FOLDER / case)
+    root = data if root_at == "lists" else data / LA_CASE_FOLDER
+
+    assert training_case_names(root) == info["train"]
+    for case, image in images.items():
+        np.testing.assert_array_equal(read_case_image(root, case), image)
+    net = tiny_vnet(5)
+    labels = distill_dataset([net], root, info["train"][:2], method="md", patch_size=(16, 16, 16),
+                             stride=(8, 8, 8))
+    for case, lab in labels.items():
+        np.testing.assert_array_equal(lab, predict_probs(net, torch.from_numpy(images[case])[None]).argmax(1)[0])
+    # written into the nested case files, and read back by the dataset
+    write_pseudo_labels(root, labels)
+    pseudo, clean = (LAH5Dataset(root, "train", label_key=key, crop_size=None, augment=False)
+                     for key in ("label_pseudo", "label"))
+    for i, case in enumerate(pseudo.cases):
+        expected = labels[case] if case in labels else clean[i]["label"].numpy()
+        np.testing.assert_array_equal(pseudo[i]["label"].numpy(), expected)
+    assert write_pseudo_labels(root, labels, out_dir=tmp_path / "out")["cases"] == sorted(labels)
+    # the labelled subset of a self-training links the nested case folders
+    subset = make_case_subset(root, info["train"][:1], tmp_path / "subset", layout="h5")
+    assert open_dataset(subset, "train", crop_size=None, augment=False).cases == info["train"][:1]

@@ -257,16 +257,10 @@ def test_self_training_writes_pseudo_labels_a_dataset_reads(tmp_path):
         str(r) for r in result.base_runs]
     assert result.final.iteration == 2 and "dice" in result.final.summary
     # the `distill hd` command gives the same labels from the same runs
-    import argparse
+    from pyseg_noise.cli import main
 
-    from pyseg_noise.training.registry import get_distiller
-
-    command = get_distiller("hd")
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
-    args = parser.parse_args(["--runs", *map(str, result.base_runs), "--data", str(info["root"]), "--cases",
-                              *unlabelled, "--out", str(tmp_path / "cli"), "--device", "cpu", "--stride", "8", "8", "8"])
-    assert command.run(args) == 0
+    assert main(["distill", "hd", "--runs", *map(str, result.base_runs), "--data", str(info["root"]), "--cases",
+                 *unlabelled, "--out", str(tmp_path / "cli"), "--device", "cpu", "--stride", "8", "8", "8"]) == 0
     cli_paths = label_override_paths(str(tmp_path / "cli"))
     for case in unlabelled:
         with h5py.File(cli_paths[case]) as f:
