@@ -204,3 +204,36 @@ def test_the_loop_reads_step_scalars_only_at_the_logging_cadence(tiny_h5, tmp_pa
     Trainer(cfg, tmp_path / "run", validate=False).fit()
     assert len(reads) == 4  # iterations 1, 4, 8 and 10
     assert syncs == [1, 4, 8, 10, 10]  # the same, and before the final checkpoint
+
+
+@pytest.mark.slow  # compiles two V-Nets (~1 min on 2 cores)
+def test_compiled_networks_recompile_nothing_after_the_first_step(tiny_h5):
+    """compile: on — the student, the teacher's passes (inference mode, bf16) and the EMA update
+    compile once; later steps (a changing EMA decay, new batches and noise) reuse the graphs."""
+    from torch._dynamo.utils import counters
+
+    from pyseg_noise.training.method import Batch
+    from pyseg_noise.training.trainer import _build_optimizer, build_method, run_step
+
+    torch._dynamo.reset()
+    cfg = tiny_config(tiny_h5, "pnt", iterations=6, compile="on", deterministic=False)
+    method = build_method(cfg, CPU)
+    optimizer = _build_optimizer(cfg, method.param_groups())
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    watch = _LossWatch(CPU, False, "pnt", None)
+    crop = tuple(cfg.data.crop_size)
+
+    def step(t):
+        g = torch.Generator().manual_seed(t)
+        batch = Batch(image=method.speed.prepare_input(torch.randn((2, 1) + crop, generator=g), method.modules()),
+                      label=(torch.rand((2,) + crop, generator=g) < 0.3).long(), cases=["a", "b"],
+                      positions=[2 * t, 2 * t + 1], seed=0)
+        return run_step(method, optimizer, None, None, params, batch, t, watch, 6)
+
+    for t in range(2):
+        step(t)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 2  # the student's and the teacher's
+    for t in range(2, 5):
+        assert torch.isfinite(step(t)["loss"])
+    assert counters["stats"]["unique_graphs"] == graphs
