@@ -6,77 +6,9 @@
 #include <torch/library.h>
 
 #include "pint_fixed.h"
-#include "pint_terms.h"
 
 namespace pyseg_noise {
 namespace cpu {
-namespace {
-
-template <typename scalar_t>
-void pint_image_loss_kernel_impl(const Geometry& g, const Slicing& sl, const scalar_t* logits, const scalar_t* prob,
-                                 TargetCheck& check, const at::Tensor& target, bool hard, bool normalize,
-                                 std::vector<double>& partial, std::atomic<bool>& nan_prob) {
-  using T = at::opmath_type<scalar_t>;
-  const TargetReader reader = check.reader(target, g.C);
-  at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    BlockBuffers<T> buf(g.C);
-    for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int64_t b = chunk / g.chunks_per_item;
-      const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
-      const int64_t blk1 = std::min(blk0 + kBlocksPerChunk, g.blocks_per_item);
-      double* acc = partial.data() + chunk * sl.n_slices * 3;
-      SliceCursor cur(sl, blk0 * kBlock);
-      for (int64_t blk = blk0; blk < blk1; ++blk) {
-        const int64_t n0 = blk * kBlock;
-        const int64_t cnt = std::min(kBlock, g.N - n0);
-        pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
-        pint_block_terms(buf, g.C, hard, normalize);
-        if (any_nan(buf.a, cnt)) nan_prob = true;
-        for (int64_t j = 0; j < cnt; ++j, cur.next()) {
-          double* a = acc + cur.slice * 3;
-          a[0] += static_cast<double>(buf.a[j]);
-          a[1] += static_cast<double>(buf.b[j]);
-          a[2] += static_cast<double>(buf.c[j]);
-        }
-      }
-    }
-  });
-}
-
-template <typename scalar_t>
-void pint_image_loss_backward_kernel_impl(const Geometry& g, const Slicing& sl, const scalar_t* logits,
-                                          const scalar_t* prob, TargetCheck& check, const at::Tensor& target,
-                                          bool hard, const std::vector<double>& w_ce, const std::vector<double>& w_mse,
-                                          scalar_t* grad_logits) {
-  using T = at::opmath_type<scalar_t>;
-  const TargetReader reader = check.reader(target, g.C);
-  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    BlockBuffers<T> buf(g.C);
-    for (int64_t id = begin; id < end; ++id) {
-      const int64_t b = id / g.blocks_per_item;
-      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
-      const int64_t cnt = std::min(kBlock, g.N - n0);
-      pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
-      // Only softmax and (for hard labels) the argmax are needed here.
-      block_softmax<T>(buf.x, g.C, buf.s, nullptr);
-      if (hard) block_argmax(buf.p, g.C, buf.d);
-      SliceCursor cur(sl, n0);
-      const double* wc = w_ce.data() + b * sl.n_slices;
-      const double* wm = w_mse.data() + b * sl.n_slices;
-      for (int64_t j = 0; j < cnt; ++j, cur.next()) {
-        buf.a[j] = static_cast<T>(wc[cur.slice]);
-        buf.c[j] = static_cast<T>(wm[cur.slice]);
-      }
-      for (int64_t j = cnt; j < kBlock; ++j) buf.a[j] = buf.c[j] = T(0);
-      pint_block_grad(buf, g.C, hard);
-      scalar_t* out = grad_logits + b * g.C * g.N + n0;
-      for (int64_t c = 0; c < g.C; ++c)
-        for (int64_t j = 0; j < cnt; ++j) out[c * g.N + j] = static_cast<scalar_t>(buf.s[c * kBlock + j]);
-    }
-  });
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> pint_image_loss_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
                                                        const at::Tensor& teacher_prob_in, bool hard,
@@ -96,12 +28,12 @@ std::tuple<at::Tensor, at::Tensor> pint_image_loss_cpu(const at::Tensor& logits_
   TargetCheck check;
   std::atomic<bool> nan_prob{false};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "pint_image_loss", [&] {
-    const bool done = pint_image_pass(g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
-                                      check.reader(target, g.C), hard, normalize_entropy, partial, nan_prob);
-    if (!done)
-      pint_image_loss_kernel_impl<scalar_t>(g, sl, logits.const_data_ptr<scalar_t>(),
-                                            prob.const_data_ptr<scalar_t>(), check, target, hard, normalize_entropy,
-                                            partial, nan_prob);
+    const TargetReader reader = check.reader(target, g.C);
+    dispatch_pint(g.C, hard, [&](auto nc, auto h) {
+      pint_image_pass<decltype(nc)::value, decltype(h)::value, scalar_t>(
+          g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(), reader, normalize_entropy,
+          partial, nan_prob);
+    });
   });
   check.raise_if_bad(op, g.C);
   TORCH_CHECK_VALUE(!nan_prob.load(), op, ": teacher_prob contains NaN");
@@ -174,13 +106,12 @@ at::Tensor pint_image_loss_backward_cpu(const at::Tensor& grad_in, const at::Ten
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
   TargetCheck check;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "pint_image_loss_backward", [&] {
-    const bool done = pint_image_grad(g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
-                                      check.reader(target, g.C), hard, w_ce, w_mse,
-                                      grad_logits.mutable_data_ptr<scalar_t>());
-    if (!done)
-      pint_image_loss_backward_kernel_impl<scalar_t>(g, sl, logits.const_data_ptr<scalar_t>(),
-                                                     prob.const_data_ptr<scalar_t>(), check, target, hard, w_ce,
-                                                     w_mse, grad_logits.mutable_data_ptr<scalar_t>());
+    const TargetReader reader = check.reader(target, g.C);
+    dispatch_pint(g.C, hard, [&](auto nc, auto h) {
+      pint_image_grad<decltype(nc)::value, decltype(h)::value, scalar_t>(
+          g, sl, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(), reader, w_ce, w_mse,
+          grad_logits.mutable_data_ptr<scalar_t>());
+    });
   });
   check.raise_if_bad(op, g.C);
   return grad_logits;

@@ -3,102 +3,14 @@
 // the loss and, for pint_pixel_loss_with_grad, the gradient for a unit upstream
 // gradient from the same terms; the backward op recomputes the per-voxel terms
 // in one pass, so nothing voxel-sized but the gradient is ever allocated.
-// C = 2..4 run the register kernels of pint_fixed.h, other C the block path.
+// Every C runs the kernel of pint_fixed.h (C = 2..4 with the class count a
+// compile-time constant).
 #include <torch/library.h>
 
 #include "pint_fixed.h"
-#include "pint_terms.h"
 
 namespace pyseg_noise {
 namespace cpu {
-namespace {
-
-template <typename scalar_t>
-void pint_pixel_loss_kernel_impl(const Geometry& g, const scalar_t* logits, const scalar_t* prob,
-                                 TargetCheck& check, const at::Tensor& target, bool hard, bool normalize,
-                                 bool store_map, scalar_t* loss_map, std::vector<double>& partial,
-                                 std::atomic<bool>& nan_prob) {
-  using T = at::opmath_type<scalar_t>;
-  using Vec = at::vec::Vectorized<T>;
-  const TargetReader reader = check.reader(target, g.C);
-  at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
-    BlockBuffers<T> buf(g.C);
-    for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int64_t b = chunk / g.chunks_per_item;
-      const int64_t blk0 = (chunk % g.chunks_per_item) * kBlocksPerChunk;
-      const int64_t blk1 = std::min(blk0 + kBlocksPerChunk, g.blocks_per_item);
-      double chunk_sum = 0.0;
-      for (int64_t blk = blk0; blk < blk1; ++blk) {
-        const int64_t n0 = blk * kBlock;
-        const int64_t cnt = std::min(kBlock, g.N - n0);
-        pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
-        pint_block_terms(buf, g.C, hard, normalize);
-        // NaN in teacher_prob makes u NaN: one check of the block's u sum.
-        Vec u_sum(T(0));
-        Vec acc(T(0));
-        for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-          const Vec u = Vec::loadu(buf.a + j);
-          u_sum = u_sum + u;
-          const Vec alpha = vexp(Vec(T(0)) - u);
-          const Vec l = alpha * Vec::loadu(buf.b + j) + (Vec(T(1)) - alpha) * Vec::loadu(buf.c + j);
-          l.store(buf.d + j);  // argmax is no longer needed
-          acc = acc + l;
-        }
-        if (std::isnan(vec_sum(u_sum))) nan_prob = true;
-        if (cnt < kBlock) {  // tail block: sum the real voxels only
-          for (int64_t j = cnt; j < kBlock; ++j) buf.d[j] = T(0);
-          acc = Vec(T(0));
-          for (int64_t j = 0; j < kBlock; j += Vec::size()) acc = acc + Vec::loadu(buf.d + j);
-        }
-        chunk_sum += static_cast<double>(vec_sum(acc));
-        if (store_map) {
-          scalar_t* out = loss_map + b * g.N + n0;
-          for (int64_t j = 0; j < cnt; ++j) out[j] = static_cast<scalar_t>(buf.d[j]);
-        }
-      }
-      partial[chunk] = chunk_sum;
-    }
-  });
-}
-
-template <typename scalar_t>
-void pint_pixel_loss_backward_kernel_impl(const Geometry& g, const scalar_t* logits, const scalar_t* prob,
-                                          TargetCheck& check, const at::Tensor& target, bool hard, bool normalize,
-                                          const scalar_t* grad_map, double grad_scalar, scalar_t* grad_logits) {
-  using T = at::opmath_type<scalar_t>;
-  using Vec = at::vec::Vectorized<T>;
-  const TargetReader reader = check.reader(target, g.C);
-  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    BlockBuffers<T> buf(g.C);
-    for (int64_t id = begin; id < end; ++id) {
-      const int64_t b = id / g.blocks_per_item;
-      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
-      const int64_t cnt = std::min(kBlock, g.N - n0);
-      pint_block_load(buf, g, logits, prob, reader, b, n0, cnt);
-      pint_block_terms(buf, g.C, hard, normalize, /*with_loss=*/false);
-      // Per-voxel upstream gradient into buf.b (ce is not needed any more).
-      if (grad_map != nullptr) {
-        const scalar_t* gm = grad_map + b * g.N + n0;
-        for (int64_t j = 0; j < cnt; ++j) buf.b[j] = static_cast<T>(gm[j]);
-        for (int64_t j = cnt; j < kBlock; ++j) buf.b[j] = T(0);
-      } else {
-        for (int64_t j = 0; j < kBlock; ++j) buf.b[j] = static_cast<T>(grad_scalar);
-      }
-      for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-        const Vec gv = Vec::loadu(buf.b + j);
-        const Vec alpha = vexp(Vec(T(0)) - Vec::loadu(buf.a + j));
-        (gv * alpha).store(buf.a + j);               // w_ce
-        (gv * (Vec(T(1)) - alpha)).store(buf.c + j); // w_mse
-      }
-      pint_block_grad(buf, g.C, hard);
-      scalar_t* out = grad_logits + b * g.C * g.N + n0;
-      for (int64_t c = 0; c < g.C; ++c)
-        for (int64_t j = 0; j < cnt; ++j) out[c * g.N + j] = static_cast<scalar_t>(buf.s[c * kBlock + j]);
-    }
-  });
-}
-
-}  // namespace
 
 // Forward, optionally with the gradient for a unit upstream gradient.
 static std::tuple<at::Tensor, at::Tensor> pint_pixel_loss_impl(const char* op, const at::Tensor& logits_in,
@@ -129,18 +41,10 @@ static std::tuple<at::Tensor, at::Tensor> pint_pixel_loss_impl(const char* op, c
       job.grad_logits = grad_logits.mutable_data_ptr<scalar_t>();
       job.grad_scalar = red == Reduction::Mean ? 1.0 / static_cast<double>(g.B * g.N) : 1.0;
     }
-    const bool done =
-        pint_pixel_pass(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(), reader, hard, job);
-    if (!done) {
-      pint_pixel_loss_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
-                                            check, target, hard, normalize_entropy, red == Reduction::None,
-                                            job.loss_map, partial, nan_prob);
-      if (with_grad)
-        pint_pixel_loss_backward_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(),
-                                                       prob.const_data_ptr<scalar_t>(), check, target, hard,
-                                                       normalize_entropy, nullptr, job.grad_scalar,
-                                                       job.grad_logits);
-    }
+    dispatch_pint(g.C, hard, [&](auto nc, auto h) {
+      pint_pixel_pass<decltype(nc)::value, decltype(h)::value, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                                         prob.const_data_ptr<scalar_t>(), reader, job);
+    });
   });
   check.raise_if_bad(op, g.C);
   TORCH_CHECK_VALUE(!nan_prob.load(), op, ": teacher_prob contains NaN");
@@ -194,12 +98,11 @@ at::Tensor pint_pixel_loss_backward_cpu(const at::Tensor& grad_in, const at::Ten
     job.grad_logits = grad_logits.mutable_data_ptr<scalar_t>();
     job.grad_map = gm;
     job.grad_scalar = grad_scalar;
-    const bool done = pint_pixel_pass(g, logits.const_data_ptr<scalar_t>(), prob.const_data_ptr<scalar_t>(),
-                                      check.reader(target, g.C), hard, job);
-    if (!done)
-      pint_pixel_loss_backward_kernel_impl<scalar_t>(g, logits.const_data_ptr<scalar_t>(),
-                                                     prob.const_data_ptr<scalar_t>(), check, target, hard,
-                                                     normalize_entropy, gm, grad_scalar, job.grad_logits);
+    const TargetReader reader = check.reader(target, g.C);
+    dispatch_pint(g.C, hard, [&](auto nc, auto h) {
+      pint_pixel_pass<decltype(nc)::value, decltype(h)::value, scalar_t>(g, logits.const_data_ptr<scalar_t>(),
+                                                                         prob.const_data_ptr<scalar_t>(), reader, job);
+    });
   });
   check.raise_if_bad(op, g.C);
   return grad_logits;

@@ -1,10 +1,12 @@
 // Shared machinery of the CPU kernels: the voxel axis is cut into fixed blocks
-// of kBlock voxels of one batch item; each block is gathered into small
-// per-class buffers in the math type (float, or double for float64 input) and
-// processed with at::vec::Vectorized, so the class loop (C is 2..8 in practice)
-// stays short and the voxel loop is SIMD. Blocks are grouped into fixed-size
-// chunks whose partial sums are reduced in a fixed order: results do not
-// depend on the number of threads.
+// of kBlock voxels of one batch item, and blocks into fixed-size chunks whose
+// partial sums are reduced in a fixed order, so results do not depend on the
+// number of threads. Within a block the kernels work on one SIMD vector of
+// voxels (at::vec::Vectorized in the math type: float, or double for float64
+// input) at a time, its classes in registers (C = 2-4) or in a small
+// per-thread buffer (other C); this header holds what they
+// share: the geometry, the label reader, the class-count dispatch, the
+// per-class vectors and the vector loads and stores of any dtype.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -99,8 +101,8 @@ struct TargetReader {
   std::atomic<bool>* bad;
   std::atomic<int64_t>* bad_value;
 
-  // Labels off .. off + cnt as O (int32 for the block path, the math type T
-  // for the register paths, which compare labels as T). Branch-free range test
+  // Labels off .. off + cnt as O (the math type T: the kernels compare labels
+  // as T). Branch-free range test
   // (vectorizes); the rare bad block is rescanned and its bad labels set to 0.
   template <typename I, typename O>
   inline void load_as(const I* p, int64_t off, int64_t cnt, O* t) const {
@@ -154,101 +156,9 @@ inline void check_target_dtype(const char* op, const at::Tensor& target) {
                    op, ": target must be an integer tensor of class indices, got dtype ", t);
 }
 
-// Per-class buffers of one block in the math type T.
-template <typename T>
-struct BlockBuffers {
-  int64_t C;
-  std::vector<T> storage;
-  T *x, *p, *s, *a, *b, *c, *d, *tf;
-  std::vector<int32_t> t;  // target (validated, so it fits)
-  explicit BlockBuffers(int64_t C_) : C(C_), storage((3 * C_ + 5) * kBlock), t(kBlock) {
-    T* q = storage.data();
-    x = q; q += C * kBlock;   // logits
-    p = q; q += C * kBlock;   // teacher probabilities
-    s = q; q += C * kBlock;   // softmax
-    a = q; q += kBlock;       // per-voxel scratch
-    b = q; q += kBlock;
-    c = q; q += kBlock;
-    d = q; q += kBlock;
-    tf = q;                   // target as T (for vector compares)
-  }
-};
-
-// Gathers `cnt` voxels starting at n0 of channel-planar data (plane stride N)
-// into buf[c * kBlock + j]; pads the rest of the block with `pad`.
-template <typename scalar_t, typename T>
-inline void gather_planes(const scalar_t* base, int64_t C, int64_t N, int64_t n0, int64_t cnt, T pad, T* buf) {
-  for (int64_t c = 0; c < C; ++c) {
-    const scalar_t* src = base + c * N + n0;
-    T* dst = buf + c * kBlock;
-    for (int64_t j = 0; j < cnt; ++j) dst[j] = static_cast<T>(src[j]);
-    for (int64_t j = cnt; j < kBlock; ++j) dst[j] = pad;
-  }
-}
-
-// s = softmax_C(x) over the block; with ce, also the cross-entropy for the
-// labels tf (as T) per voxel, ce = logsumexp(x) - x[target] formed as
-// (max - x[target]) + log sum_c exp(x_c - max): the difference of two logits is
-// exact where logsumexp - x[target] would lose a small ce to rounding once
-// |logits| is large.
-template <typename T>
-inline void block_softmax(const T* x, int64_t C, T* s, const T* tf = nullptr, T* ce = nullptr) {
-  using Vec = at::vec::Vectorized<T>;
-  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-    Vec m = Vec::loadu(x + j);
-    for (int64_t c = 1; c < C; ++c) m = at::vec::maximum(m, Vec::loadu(x + c * kBlock + j));
-    Vec z(T(0));
-    for (int64_t c = 0; c < C; ++c) {
-      Vec e = vexp(Vec::loadu(x + c * kBlock + j) - m);
-      e.store(s + c * kBlock + j);
-      z = z + e;
-    }
-    const Vec inv = Vec(T(1)) / z;
-    for (int64_t c = 0; c < C; ++c) (Vec::loadu(s + c * kBlock + j) * inv).store(s + c * kBlock + j);
-    if (ce != nullptr) {
-      const Vec t = Vec::loadu(tf + j);
-      Vec xt(T(0));
-      for (int64_t c = 0; c < C; ++c) xt = where_eq(t, Vec(T(c)), Vec::loadu(x + c * kBlock + j), xt);
-      ((m - xt) + vlog(z)).store(ce + j);
-    }
-  }
-}
-
-// u = -sum_c p_c log p_c with 0 log 0 = 0.
-template <typename T>
-inline void block_entropy(const T* p, int64_t C, T* u) {
-  using Vec = at::vec::Vectorized<T>;
-  const Vec tiny(std::numeric_limits<T>::min());
-  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-    Vec acc(T(0));
-    for (int64_t c = 0; c < C; ++c) {
-      const Vec pc = Vec::loadu(p + c * kBlock + j);
-      // p = 0 gives 0 * log(tiny) = 0; NaN propagates.
-      acc = acc - pc * vlog(at::vec::maximum(pc, tiny));
-    }
-    acc.store(u + j);
-  }
-}
-
-// Index (as T) of the largest teacher probability, ties to the lowest class.
-template <typename T>
-inline void block_argmax(const T* p, int64_t C, T* k) {
-  using Vec = at::vec::Vectorized<T>;
-  for (int64_t j = 0; j < kBlock; j += Vec::size()) {
-    Vec best = Vec::loadu(p + j);
-    Vec idx(T(0));
-    for (int64_t c = 1; c < C; ++c) {
-      const Vec pc = Vec::loadu(p + c * kBlock + j);
-      idx = where_gt(pc, best, Vec(T(c)), idx);  // strict: ties keep the lower index
-      best = where_gt(pc, best, pc, best);
-    }
-    idx.store(k + j);
-  }
-}
-
 // Calls f(std::integral_constant<int, C>) for the common class counts 2-4 (the
 // class loops then unroll and the values stay in registers), else with 0 (C
-// read at run time).
+// read at run time). Every kernel takes both through one template.
 template <typename F>
 inline void dispatch_classes(int64_t C, F&& f) {
   switch (C) {
@@ -259,13 +169,54 @@ inline void dispatch_classes(int64_t C, F&& f) {
   }
 }
 
-// Pseudo label of class c: teacher probability (soft) or one-hot of argmax (hard).
-template <typename T>
-inline at::vec::Vectorized<T> pseudo_label(bool hard, const T* p, const T* k, int64_t c, int64_t j) {
-  using Vec = at::vec::Vectorized<T>;
-  if (!hard) return Vec::loadu(p + c * kBlock + j);
-  return where_eq(Vec::loadu(k + j), Vec(T(c)), Vec(T(1)), Vec(T(0)));
+// The class count of a kernel instantiated for NC (0: C_rt, read at run time).
+template <int NC>
+constexpr int64_t class_count(int64_t C_rt) {
+  return NC > 0 ? NC : C_rt;
 }
+
+// One vector of voxels per class. For a compile-time class count an array
+// (kept in registers once the class loops unroll); for NC = 0 a view of C
+// vectors of a ClassScratch buffer. The constructor's storage argument is that
+// buffer's slot (ignored for NC > 0), so one kernel body serves every C.
+template <int NC, typename T>
+struct ClassVecs {
+  using Vec = at::vec::Vectorized<T>;
+  Vec v[NC];
+  explicit ClassVecs(Vec* /*storage*/) {}
+  Vec& operator[](int64_t c) { return v[c]; }
+  const Vec& operator[](int64_t c) const { return v[c]; }
+};
+
+template <typename T>
+struct ClassVecs<0, T> {
+  using Vec = at::vec::Vectorized<T>;
+  Vec* v;
+  explicit ClassVecs(Vec* storage) : v(storage) {}
+  Vec& operator[](int64_t c) { return v[c]; }
+  const Vec& operator[](int64_t c) const { return v[c]; }
+};
+
+// Per-thread storage behind the ClassVecs of a run-time class count: one
+// named slot of C vectors per role, each holding that role only. Nothing is
+// allocated for NC > 0 (slot() is then nullptr and unused).
+enum class ClassSlot { Logits, Prob, Softmax, Pseudo, Grad, kCount };
+
+template <int NC, typename T>
+struct ClassScratch {
+  using Vec = at::vec::Vectorized<T>;
+  explicit ClassScratch(int64_t /*C*/) {}
+  Vec* slot(ClassSlot) { return nullptr; }
+};
+
+template <typename T>
+struct ClassScratch<0, T> {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t C;
+  std::vector<Vec> store;
+  explicit ClassScratch(int64_t C_) : C(C_), store(static_cast<size_t>(C_) * static_cast<int>(ClassSlot::kCount)) {}
+  Vec* slot(ClassSlot s) { return store.data() + static_cast<int>(s) * C; }
+};
 
 template <typename T>
 inline T vec_sum(const at::vec::Vectorized<T>& v) {
@@ -274,13 +225,6 @@ inline T vec_sum(const at::vec::Vectorized<T>& v) {
   T acc = T(0);
   for (int64_t l = 0; l < at::vec::Vectorized<T>::size(); ++l) acc += lanes[l];
   return acc;
-}
-
-template <typename T>
-inline bool any_nan(const T* v, int64_t cnt) {
-  bool nan = false;
-  for (int64_t j = 0; j < cnt; ++j) nan |= std::isnan(v[j]);
-  return nan;
 }
 
 // Loads n <= Vec::size() values of any floating (or integer) type S as a
