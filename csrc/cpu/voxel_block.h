@@ -44,6 +44,10 @@ struct Geometry {
   int64_t B = 0, C = 0, N = 0;
   int64_t blocks_per_item = 0, chunks_per_item = 0;
   int64_t n_chunks() const { return B * chunks_per_item; }
+  // Chunk k covers blocks [chunk_begin(k), chunk_end(k)) of item chunk_item(k).
+  int64_t chunk_item(int64_t k) const { return k / chunks_per_item; }
+  int64_t chunk_begin(int64_t k) const { return (k % chunks_per_item) * kBlocksPerChunk; }
+  int64_t chunk_end(int64_t k) const { return std::min(chunk_begin(k) + kBlocksPerChunk, blocks_per_item); }
 };
 
 inline Geometry geometry_of(const at::Tensor& logits) {
@@ -217,6 +221,23 @@ struct ClassScratch<0, T> {
   explicit ClassScratch(int64_t C_) : C(C_), store(static_cast<size_t>(C_) * static_cast<int>(ClassSlot::kCount)) {}
   Vec* slot(ClassSlot s) { return store.data() + static_cast<int>(s) * C; }
 };
+
+// Runs f(scratch, b, n, lanes) for every vector of voxels (lanes real ones,
+// from voxel n of item b), the blocks spread over the threads, each thread
+// with its own ClassScratch: the loop of the kernels that sum nothing.
+template <int NC, typename T, typename F>
+inline void for_each_voxel_vector(const Geometry& g, F&& f) {
+  constexpr int64_t W = at::vec::Vectorized<T>::size();
+  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
+    ClassScratch<NC, T> scratch(class_count<NC>(g.C));
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t b = id / g.blocks_per_item;
+      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
+      const int64_t cnt = std::min(kBlock, g.N - n0);
+      for (int64_t j = 0; j < cnt; j += W) f(scratch, b, n0 + j, std::min<int64_t>(W, cnt - j));
+    }
+  });
+}
 
 template <typename T>
 inline T vec_sum(const at::vec::Vectorized<T>& v) {
