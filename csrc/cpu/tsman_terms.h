@@ -1,38 +1,14 @@
-// Pieces of TSMAN's ops (SPEC 5-6) shared by loss_attention.cpp and
-// attended_cross_entropy.cpp: the attention map itself (the fused tsman_loss
-// computes it before its cross-entropy pass), the per-voxel argmax and
-// cross-entropy, and the argument checks.
+// Per-voxel pieces of TSMAN's ops (SPEC 5-6), shared by loss_attention.cpp,
+// attended_cross_entropy.cpp and tsman_loss.cpp (through
+// gaussian_attention.h and attended_ce_backward.h): the argmax and
+// cross-entropy of one stream read straight from memory, and the argument
+// checks.
 #pragma once
 
 #include "voxel_block.h"
 
 namespace pyseg_noise {
 namespace cpu {
-
-// SPEC 5: the Gaussian-smoothed argmax disagreement of two streams,
-// Tensor[B, *S] in logits_a's dtype. Defined in loss_attention.cpp.
-at::Tensor loss_attention_cpu(const at::Tensor& logits_a, const at::Tensor& logits_b, double sigma2,
-                              int64_t kernel_size, int64_t spatial_dims, int64_t slice_dim);
-
-// The separable Gaussian of SPEC 5: the smoothed axes (innermost first) and
-// the normalized 1-D weights. smoothing_plan checks the arguments.
-struct SmoothingPlan {
-  std::vector<int64_t> axes;
-  std::vector<double> w;
-};
-SmoothingPlan smoothing_plan(const char* op, const at::Tensor& logits_a, double sigma2, int64_t kernel_size,
-                             int64_t spatial_dims, int64_t slice_dim);
-
-// The attention map of SPEC 5 of two contiguous streams into out ([B, *S],
-// contiguous, the logits' dtype; clamped to [0, 1]). With target defined
-// (contiguous labels, validated on the way: a bad label raises after the
-// pass) it is tsman_loss's forward too: loss_v = out_v * (ce_a + ce_b)_v (out_v
-// as stored) is written to loss_map if that is defined, and the sum over all
-// voxels is returned (in a fixed order); else 0 is returned. Defined in
-// loss_attention.cpp.
-double attention_forward_cpu(const char* op, const at::Tensor& logits_a, const at::Tensor& logits_b,
-                             const SmoothingPlan& plan, const at::Tensor& target, const at::Tensor& out,
-                             const at::Tensor& loss_map);
 
 // For n <= Vec::size() voxels of one item of channel-planar logits p (plane
 // stride N) read straight from memory (lanes past n are zero): the argmax
