@@ -25,10 +25,10 @@ void pint_image_loss_kernel_impl(const Geometry& g, const Slicing& sl, const sca
   using Vec = at::vec::Vectorized<T>;
   constexpr int64_t W = Vec::size();
   constexpr int64_t kMaxPeriod = 4096;
-  const int64_t C = class_count<NC>(g.C);
   const int64_t P = sl.inner * sl.n_slices;
   const bool by_phase = P >= W && P <= kMaxPeriod;
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+    const int64_t C = class_count<NC>(g.C);
     ClassScratch<NC, T> scratch(C);
     // by phase: 3 rows of P + W sums; otherwise 3 sums per slice.
     std::vector<T> acc(by_phase ? 3 * (P + W) : 3 * sl.n_slices);
@@ -122,9 +122,9 @@ void pint_image_loss_backward_kernel_impl(const Geometry& g, const Slicing& sl, 
   constexpr int64_t kMaxPeriod = 4096;
   const int64_t P = sl.inner * sl.n_slices;
   const bool by_phase = P >= W && P <= kMaxPeriod;
-  const int64_t C = class_count<NC>(g.C);
-  const T two_over_c = T(2) / static_cast<T>(C);
+  const T two_over_c = T(2) / static_cast<T>(g.C);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+    const int64_t C = class_count<NC>(g.C);
     ClassScratch<NC, T> scratch(C);
     std::vector<T> phase_w(by_phase ? 2 * (P + W) : 0);
     int64_t phase_item = -1;

@@ -34,11 +34,11 @@ void pint_pixel_loss_kernel_impl(const Geometry& g, const scalar_t* logits, cons
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
   constexpr int64_t W = Vec::size();
-  const int64_t C = class_count<NC>(g.C);
   const bool with_loss = job.partial != nullptr || job.loss_map != nullptr;
   const bool with_grad = job.grad_logits != nullptr;
-  const T two_over_c = T(2) / static_cast<T>(C);
+  const T two_over_c = T(2) / static_cast<T>(g.C);
   at::parallel_for(0, g.n_chunks(), 1, [&](int64_t begin, int64_t end) {
+    const int64_t C = class_count<NC>(g.C);
     ClassScratch<NC, T> scratch(C);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b = g.chunk_item(chunk);

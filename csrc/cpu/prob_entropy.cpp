@@ -13,12 +13,21 @@ void prob_entropy_kernel_impl(const Geometry& g, const scalar_t* prob_sum, doubl
                               scalar_t* entropy) {
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
-  const int64_t C = class_count<NC>(g.C);
   const Vec vscale(static_cast<T>(scale));
-  for_each_voxel_vector<NC, T>(g, [&](ClassScratch<NC, T>& scratch, int64_t b, int64_t n, int64_t lanes) {
-    ClassVecs<NC, T> p(scratch.slot(ClassSlot::Prob));
-    for (int64_t c = 0; c < C; ++c) p[c] = load_vec<T>(prob_sum + (b * C + c) * g.N + n, lanes) * vscale;
-    store_prob_entropy<NC, T>(C, g, p, b, n, lanes, prob, entropy);
+  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
+    const int64_t C = class_count<NC>(g.C);
+    ClassScratch<NC, T> scratch(C);
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t b = id / g.blocks_per_item;
+      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
+      const int64_t n1 = std::min(n0 + kBlock, g.N);
+      for (int64_t n = n0; n < n1; n += Vec::size()) {
+        const int64_t lanes = std::min<int64_t>(Vec::size(), n1 - n);
+        ClassVecs<NC, T> p(scratch.slot(ClassSlot::Prob));
+        for (int64_t c = 0; c < C; ++c) p[c] = load_vec<T>(prob_sum + (b * C + c) * g.N + n, lanes) * vscale;
+        store_prob_entropy<NC, T>(C, g, p, b, n, lanes, prob, entropy);
+      }
+    }
   });
 }
 

@@ -13,15 +13,24 @@ template <int NC, typename scalar_t>
 void softmax_accumulate_kernel_impl(const Geometry& g, const scalar_t* logits, scalar_t* acc) {
   using T = at::opmath_type<scalar_t>;
   using Vec = at::vec::Vectorized<T>;
-  const int64_t C = class_count<NC>(g.C);
-  for_each_voxel_vector<NC, T>(g, [&](ClassScratch<NC, T>& scratch, int64_t b, int64_t n, int64_t lanes) {
-    const int64_t off = b * C * g.N + n;
-    ClassVecs<NC, T> x(scratch.slot(ClassSlot::Logits)), s(scratch.slot(ClassSlot::Softmax));
-    Vec mx, z;
-    for (int64_t c = 0; c < C; ++c) x[c] = load_vec<T>(logits + off + c * g.N, lanes);
-    softmax_voxels<NC, T>(C, x, s, mx, z);
-    for (int64_t c = 0; c < C; ++c)
-      store_vec(acc + off + c * g.N, load_vec<T>(acc + off + c * g.N, lanes) + s[c], lanes);
+  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
+    const int64_t C = class_count<NC>(g.C);
+    ClassScratch<NC, T> scratch(C);
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t b = id / g.blocks_per_item;
+      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
+      const int64_t n1 = std::min(n0 + kBlock, g.N);
+      for (int64_t n = n0; n < n1; n += Vec::size()) {
+        const int64_t lanes = std::min<int64_t>(Vec::size(), n1 - n);
+        const int64_t off = b * C * g.N + n;
+        ClassVecs<NC, T> x(scratch.slot(ClassSlot::Logits)), s(scratch.slot(ClassSlot::Softmax));
+        Vec mx, z;
+        for (int64_t c = 0; c < C; ++c) x[c] = load_vec<T>(logits + off + c * g.N, lanes);
+        softmax_voxels<NC, T>(C, x, s, mx, z);
+        for (int64_t c = 0; c < C; ++c)
+          store_vec(acc + off + c * g.N, load_vec<T>(acc + off + c * g.N, lanes) + s[c], lanes);
+      }
+    }
   });
 }
 

@@ -174,6 +174,10 @@ inline void dispatch_classes(int64_t C, F&& f) {
 }
 
 // The class count of a kernel instantiated for NC (0: C_rt, read at run time).
+// Kernels take it inside their parallel region's lambda: a copy captured by
+// reference is read from memory there (OpenMP outlines the region), so the
+// class loops would no longer unroll for NC > 0 (teacher_uncertainty ran
+// twice as slow at C = 2 that way).
 template <int NC>
 constexpr int64_t class_count(int64_t C_rt) {
   return NC > 0 ? NC : C_rt;
@@ -221,23 +225,6 @@ struct ClassScratch<0, T> {
   explicit ClassScratch(int64_t C_) : C(C_), store(static_cast<size_t>(C_) * static_cast<int>(ClassSlot::kCount)) {}
   Vec* slot(ClassSlot s) { return store.data() + static_cast<int>(s) * C; }
 };
-
-// Runs f(scratch, b, n, lanes) for every vector of voxels (lanes real ones,
-// from voxel n of item b), the blocks spread over the threads, each thread
-// with its own ClassScratch: the loop of the kernels that sum nothing.
-template <int NC, typename T, typename F>
-inline void for_each_voxel_vector(const Geometry& g, F&& f) {
-  constexpr int64_t W = at::vec::Vectorized<T>::size();
-  at::parallel_for(0, g.B * g.blocks_per_item, 16, [&](int64_t begin, int64_t end) {
-    ClassScratch<NC, T> scratch(class_count<NC>(g.C));
-    for (int64_t id = begin; id < end; ++id) {
-      const int64_t b = id / g.blocks_per_item;
-      const int64_t n0 = (id % g.blocks_per_item) * kBlock;
-      const int64_t cnt = std::min(kBlock, g.N - n0);
-      for (int64_t j = 0; j < cnt; j += W) f(scratch, b, n0 + j, std::min<int64_t>(W, cnt - j));
-    }
-  });
-}
 
 template <typename T>
 inline T vec_sum(const at::vec::Vectorized<T>& v) {
