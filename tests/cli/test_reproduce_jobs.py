@@ -16,8 +16,9 @@ def _run(out, jobs, lines):
 
 
 @pytest.mark.slow  # two smoke reproductions (~40 s)
-def test_parallel_trainings_give_the_sequential_table(tmp_path, monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)  # one torch thread per worker, as the sequential run here
+def test_parallel_trainings_give_the_sequential_table(tmp_path, monkeypatch, one_thread):
+    # one torch thread here and in each worker: another thread count sums in another order
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     seq_lines, par_lines = [], []
     seq = _run(tmp_path / "seq", None, seq_lines)
     par = _run(tmp_path / "par", 2, par_lines)
