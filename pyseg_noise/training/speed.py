@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import sys
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Optional
@@ -69,8 +70,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _STEADY_TRIM, _STEADY_MMAP_THRESHOLD, _DEFAULT_MMAP_MAX = 64 * 2**20, 32 * 2**20, 65536
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc():
-    """glibc as a ctypes library, or None (another C library, or not Linux)."""
+    """glibc as a ctypes library, or None (another C library, or not Linux); looked up once
+    (``find_library`` runs ``ldconfig``), not per run or per step."""
     if not sys.platform.startswith("linux"):
         return None
     try:
